@@ -1,0 +1,77 @@
+"""API keys for REST clients and operators' scripts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from scheduler import credentials
+
+
+class Scope(models.TextChoices):
+    JOBS_WRITE = "jobs:write"
+    JOBS_READ = "jobs:read"
+    NODES_READ = "nodes:read"
+    NODES_WRITE = "nodes:write"
+    POOLS_READ = "pools:read"
+
+
+class ApiKey(models.Model):
+    PREFIX = "ak_"
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    name = models.CharField(max_length=100)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, help_text="Any of: " + ", ".join(Scope.values))
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @classmethod
+    def issue(
+        cls, name: str, scopes: list[str], *, expires_at: datetime | None = None, created_by=None
+    ) -> tuple[ApiKey, str]:
+        """Create a key; the plaintext is returned once and never stored."""
+        unknown = sorted(set(scopes) - set(Scope.values))
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(unknown)} (known: {', '.join(Scope.values)})")
+        public_id, secret = credentials.mint(cls.PREFIX)
+        key = cls.objects.create(
+            id=public_id,
+            name=name,
+            secret_hash=credentials.hash_secret(secret),
+            scopes=sorted(set(scopes)),
+            expires_at=expires_at,
+            created_by=created_by,
+        )
+        return key, f"{public_id}.{secret}"
+
+    @classmethod
+    def authenticate(cls, presented: str) -> ApiKey | None:
+        parts = credentials.split(presented)
+        if parts is None:
+            return None
+        key = cls.objects.filter(pk=parts[0]).first()
+        if key is None or not credentials.matches(parts[1], key.secret_hash) or not key.is_active():
+            return None
+        return key
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -1,0 +1,229 @@
+"""The node WebSocket: an adapter that authenticates in `connect`, parses each frame, dispatches on its
+`type` to one small method that calls a service, and turns domain errors into `error` frames in one place."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from nodes import connections, services
+from nodes.schemas import BadMessage, NodeHeartbeat, NodeRegister, parse_node_message
+from nodes.services import Connection, RegistrationRejected
+from scheduler import metrics
+from scheduler.background import ensure_started
+from scheduler.redis import UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_BIG = 1009
+CLOSE_BAD_MESSAGES = 4400
+KNOWN_NODE_ERROR_CODES = {"MODEL_NOT_AVAILABLE", "PROCESSING_ERROR", "GPU_ERROR", "OUT_OF_MEMORY", "SERVICE_ERROR"}
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None, *, counts: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        # Whether it counts toward the bad-message limit that closes the socket.
+        self.counts = counts
+
+
+class NodeConsumer(AsyncWebsocketConsumer):
+    conn: Connection
+    node_id: str | None = None
+    register_message: NodeRegister | None = None
+
+    async def connect(self) -> None:
+        ensure_started()
+        presented = self._presented_token()
+        token = None
+        try:
+            token = await services.authenticate_token(presented)
+        except Exception:
+            log.exception("token check failed", extra={"event": "node_auth_error"})
+        if token is None and (settings.NODE_AUTH_REQUIRED or presented):
+            reason = "missing" if not presented else "invalid"
+            metrics.NODE_HANDSHAKES_REJECTED.labels(reason=reason).inc()
+            log.warning(
+                "node handshake refused",
+                extra={"event": "node_unauthorized", "reason": reason, "token_id": (presented or "").partition(".")[0][:32]},
+            )
+            await self.close()  # before accept(): the server answers the upgrade with HTTP 403
+            return
+        self.conn = Connection(token=token, transport="ws", channel=self.channel_name)
+        self.bad_messages: deque[float] = deque()
+        await self.accept()
+        connections.LOCAL[self.channel_name] = self
+        metrics.NODE_SOCKETS_OPEN.inc()
+
+    def _presented_token(self) -> str | None:
+        for name, value in self.scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, credential = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and credential:
+                    return credential.strip()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        values = query.get("token")
+        return values[0] if values else None
+
+    async def disconnect(self, code: int) -> None:
+        if connections.LOCAL.pop(self.channel_name, None) is None:
+            return  # refused at the handshake
+        metrics.NODE_SOCKETS_OPEN.dec()
+        if self.node_id:
+            try:
+                await services.node_disconnected(self.node_id, self.conn, f"socket_closed_{code}")
+            except UNAVAILABLE:
+                # The deadline sweep marks it offline once Redis is back.
+                log.warning("could not record disconnect: Redis unavailable", extra={"event": "node_disconnect", "node_id": self.node_id})
+
+    # --- inbound ----------------------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if text_data is None:
+                raise ProtocolError("BAD_MESSAGE", "binary frames are not part of the node protocol")
+            if len(text_data) > settings.NODE_MAX_MESSAGE_BYTES:
+                metrics.NODE_BAD_MESSAGES.labels(code="TOO_BIG").inc()
+                await self.close(code=CLOSE_TOO_BIG)
+                return
+            try:
+                data = json.loads(text_data)
+            except ValueError:
+                raise ProtocolError("BAD_MESSAGE", "frame is not valid JSON") from None
+            try:
+                message = parse_node_message(data)
+            except BadMessage as exc:
+                raise ProtocolError("BAD_MESSAGE", exc.message, exc.details) from None
+            metrics.NODE_MESSAGES.labels(type=message.type).inc()
+            await getattr(self, f"on_{message.type}")(message)
+        except ProtocolError as exc:
+            await self._refuse(exc)
+        except RegistrationRejected as exc:
+            await self.send_frame({"type": "error", "code": exc.code, "message": exc.message, "details": exc.details})
+        except UNAVAILABLE:
+            metrics.NODE_BAD_MESSAGES.labels(code="DEPENDENCY_DOWN").inc()
+            log.warning("node message not processed: Redis unavailable", extra={"event": "redis_down", "node_id": self.node_id or ""})
+            await self.send_frame(
+                {"type": "error", "code": "DEPENDENCY_DOWN", "message": "the scheduler's state store is unavailable; retry later"}
+            )
+        except Exception:
+            # A bug must cost one message, not the node's connection.
+            metrics.NODE_BAD_MESSAGES.labels(code="INTERNAL_ERROR").inc()
+            log.exception("node message handling failed", extra={"event": "internal_error", "node_id": self.node_id or ""})
+            await self.send_frame({"type": "error", "code": "INTERNAL_ERROR", "message": "the scheduler failed to process this message"})
+
+    async def _refuse(self, exc: ProtocolError) -> None:
+        metrics.NODE_BAD_MESSAGES.labels(code=exc.code).inc()
+        log.info("node message refused", extra={"event": "bad_message", "code": exc.code, "reason": exc.message, "node_id": self.node_id or ""})
+        frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+        if exc.details:
+            frame["details"] = exc.details
+        await self.send_frame(frame)
+        if exc.counts and self._too_many_bad_messages():
+            log.warning("closing node socket: too many bad messages", extra={"event": "bad_message_limit", "node_id": self.node_id or ""})
+            await self.close(code=CLOSE_BAD_MESSAGES)
+
+    def _too_many_bad_messages(self) -> bool:
+        now = time.monotonic()
+        self.bad_messages.append(now)
+        while self.bad_messages and self.bad_messages[0] < now - settings.NODE_BAD_MESSAGE_WINDOW_S:
+            self.bad_messages.popleft()
+        return len(self.bad_messages) > settings.NODE_BAD_MESSAGE_LIMIT
+
+    def _require_node(self, node_id: str) -> None:
+        if self.node_id is None:
+            # The real node sends a heartbeat with its old id right after reconnecting, before its
+            # register is answered: expected, so it does not count toward the bad-message limit.
+            raise ProtocolError("BAD_MESSAGE", "register first", {"reason": "not_registered"}, counts=False)
+        if node_id != self.node_id:
+            raise ProtocolError("UNAUTHORIZED", "this connection is registered as another node", {"node_id": node_id})
+
+    async def on_node_register(self, message: NodeRegister) -> None:
+        if self.node_id is not None and message.node_id not in (None, self.node_id):
+            raise ProtocolError("BAD_MESSAGE", "this connection is already registered as another node", {"node_id": self.node_id})
+        if self.node_id is not None and message.node_id is None:
+            message = message.model_copy(update={"node_id": self.node_id})
+        registration = await services.register_node(message, self.conn)
+        self.node_id = registration.node_id
+        self.register_message = message.model_copy(update={"node_id": registration.node_id})
+        await self.send_frame(
+            {
+                "type": "node_register_ack",
+                "node_id": registration.node_id,
+                "message": "Node registered successfully",
+                "status": "registering",
+            }
+        )
+
+    async def on_node_heartbeat(self, message: NodeHeartbeat) -> None:
+        self._require_node(message.node_id)
+        started = time.perf_counter()
+        outcome = await services.record_heartbeat(message, self.conn)
+        if outcome.result == "unknown" and self.register_message is not None:
+            # Redis lost the node (restart, flush) or swept it offline while this socket lived: re-register
+            # from what the node told us, so it comes back without reconnecting.
+            await services.register_node(self.register_message, self.conn)
+            outcome = await services.record_heartbeat(message, self.conn)
+        metrics.NODE_HEARTBEAT_SECONDS.observe(time.perf_counter() - started)
+        if outcome.result == "stale":
+            await self.close(code=services.CLOSE_SUPERSEDED)
+        elif outcome.result == "revoked":
+            await self.close(code=services.CLOSE_TOKEN_REVOKED)
+
+    async def on_job_ack(self, message: Any) -> None:
+        self._require_node(message.node_id)
+        self._job_message_without_job(message)
+
+    async def on_job_started(self, message: Any) -> None:
+        self._require_node(message.node_id)
+        self._job_message_without_job(message)
+
+    async def on_asr_partial(self, message: Any) -> None:
+        self._require_node(message.node_id)
+        self._job_message_without_job(message)
+
+    async def on_job_result(self, message: Any) -> None:
+        self._require_node(message.node_id)
+        self._job_message_without_job(message)
+
+    def _job_message_without_job(self, message: Any) -> None:
+        # Until job state exists, no node holds a job: PROTOCOL says such messages change nothing.
+        log.info(
+            "job message for a job this node does not hold",
+            extra={"event": "job_message_ignored", "node_id": self.node_id or "", "job_id": message.job_id[:64]},
+        )
+
+    async def on_node_error(self, message: Any) -> None:
+        self._require_node(message.node_id)
+        code = message.code if message.code in KNOWN_NODE_ERROR_CODES else "other"
+        metrics.NODE_ERRORS_REPORTED.labels(code=code).inc()
+        log.warning(
+            "node reported an error",
+            extra={"event": "node_error", "node_id": self.node_id or "", "code": message.code[:64], "reason": message.message[:200]},
+        )
+
+    # --- outbound (from services, in-process or through the channel layer) ---------------------------------------
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame))
+
+    async def close_connection(self, code: int, conn_id: str | None) -> None:
+        # With a conn id, close only if this socket still is that connection: a reconnect may reuse a channel.
+        if conn_id is None or conn_id == self.conn.conn_id:
+            await self.close(code=code)
+
+    async def node_frame(self, event: dict[str, Any]) -> None:
+        await self.send_frame(event["frame"])
+
+    async def node_close(self, event: dict[str, Any]) -> None:
+        await self.close_connection(event["code"], event.get("conn_id"))

@@ -1,0 +1,143 @@
+"""The audit trail: live code appends entries to a Redis Stream; one writer bulk-inserts them into the
+database and acknowledges entries only after the commit, so a crash between the two loses nothing
+(unacknowledged entries are claimed again)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+
+from scheduler import metrics
+from scheduler.redis import UNAVAILABLE, get_redis, get_sync_redis, keys
+
+log = logging.getLogger(__name__)
+
+GROUP = "audit-writers"
+# Stream length cap: far above what one writer batch lags behind, so trimming only ever drops entries that
+# were written long ago.
+MAX_LEN = 1_000_000
+# Entries a crashed writer took but never acknowledged become claimable after this long.
+CLAIM_IDLE_MS = 60_000
+
+# category -> "module.function" that applies a list of entries of that category inside the writer's transaction.
+APPLIERS: dict[str, str] = {
+    "node": "nodes.audit.apply_entries",
+}
+
+
+async def record(category: str, **data: Any) -> None:
+    """Append one audit entry of `category` (a key of APPLIERS); a Redis failure is logged and counted,
+    never raised into the live path."""
+    try:
+        await get_redis().xadd(
+            keys().audit_stream,
+            {"category": category, "data": json.dumps(data, default=str)},
+            maxlen=MAX_LEN,
+            approximate=True,
+        )
+    except UNAVAILABLE:
+        metrics.REDIS_ERRORS.labels(operation="audit_record").inc()
+        log.warning("audit entry dropped: Redis unavailable", extra={"event": "audit_dropped", "reason": category})
+
+
+def _ensure_group(client: Any) -> None:
+    try:
+        client.xgroup_create(keys().audit_stream, GROUP, id="0", mkstream=True)
+    except Exception as exc:  # BUSYGROUP: it exists already
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _applier(kind: str) -> Callable[[list[dict[str, Any]]], None] | None:
+    path = APPLIERS.get(kind)
+    if path is None:
+        return None
+    module, _, name = path.rpartition(".")
+    return getattr(import_module(module), name)
+
+
+def write_batch(consumer: str | None = None, count: int | None = None) -> int:
+    """Move one batch from the stream into the database; returns how many entries were committed."""
+    client = get_sync_redis()
+    stream = keys().audit_stream
+    consumer = consumer or settings.INSTANCE_ID
+    count = count or settings.AUDIT_BATCH_SIZE
+    _ensure_group(client)
+    # Our own unacknowledged entries first (a failed commit), then what a dead writer left, then new ones.
+    entries: list[tuple[str, dict[str, str]]] = []
+    for _, items in client.xreadgroup(GROUP, consumer, {stream: "0"}, count=count) or []:
+        entries.extend(item for item in items if item[1])
+    if len(entries) < count:
+        _, claimed, _ = client.xautoclaim(stream, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=count - len(entries))
+        entries.extend(claimed)
+    if len(entries) < count:
+        for _, items in client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count - len(entries)) or []:
+            entries.extend(items)
+    if not entries:
+        return 0
+
+    parsed: list[tuple[str, str, dict[str, Any]]] = []
+    for entry_id, fields in entries:
+        category = (fields or {}).get("category", "")
+        if _applier(category) is None:
+            log.warning("audit entry of unknown category skipped", extra={"event": "audit_unknown", "reason": category})
+            continue
+        parsed.append((entry_id, category, json.loads(fields.get("data") or "{}")))
+    try:
+        _apply(parsed)
+        written = len(parsed)
+    except (OperationalError, InterfaceError):
+        # The database itself is unavailable: leave everything pending; it is claimed again later.
+        metrics.AUDIT_FAILURES.inc()
+        log.exception("audit batch failed: database unavailable", extra={"event": "audit_failed"})
+        return 0
+    except Exception:
+        metrics.AUDIT_FAILURES.inc()
+        log.exception("audit batch failed; retrying entry by entry", extra={"event": "audit_failed"})
+        written = _apply_one_by_one(client, parsed)
+    ids = [entry_id for entry_id, _ in entries]
+    client.xack(stream, GROUP, *ids)
+    client.xdel(stream, *ids)
+    metrics.AUDIT_WRITTEN.inc(written)
+    return written
+
+
+def _apply(parsed: list[tuple[str, str, dict[str, Any]]]) -> None:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for _, kind, data in parsed:
+        by_kind.setdefault(kind, []).append(data)
+    with transaction.atomic():
+        for kind, items in by_kind.items():
+            applier = _applier(kind)
+            assert applier is not None
+            applier(items)
+
+
+def _apply_one_by_one(client: Any, parsed: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """Isolate a poison entry so it cannot block the rest: it goes to a dead-letter stream for inspection."""
+    written = 0
+    for entry_id, kind, data in parsed:
+        try:
+            _apply([(entry_id, kind, data)])
+            written += 1
+        except Exception:
+            log.exception("audit entry moved to the dead-letter stream", extra={"event": "audit_dead", "reason": kind})
+            client.xadd(f"{keys().audit_stream}:dead", {"category": kind, "data": json.dumps(data)}, maxlen=10_000)
+    return written
+
+
+def drain(max_batches: int = 100) -> int:
+    """Write until the stream is empty (or `max_batches` batches); used by tests and the periodic task."""
+    total = 0
+    for _ in range(max_batches):
+        written = write_batch()
+        total += written
+        if written == 0:
+            break
+    return total

@@ -1,0 +1,32 @@
+"""Bearer credentials of the form `<id>.<secret>` (node tokens, API keys).
+
+The id is public and may be logged; only a SHA-256 of the secret is stored. The secret is 256 random bits,
+so a fast hash is enough: there is nothing to brute-force, and verification stays cheap on every handshake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def mint(prefix: str) -> tuple[str, str]:
+    """A new (public id, secret) pair; the id starts with `prefix` so a leaked string says what it is."""
+    return f"{prefix}{secrets.token_hex(6)}", secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split(credential: str) -> tuple[str, str] | None:
+    """(id, secret) of a presented credential, or None when it is not shaped like one."""
+    public_id, dot, secret = credential.strip().partition(".")
+    if not dot or not public_id or not secret or len(credential) > 200:
+        return None
+    return public_id, secret
+
+
+def matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)

@@ -1,0 +1,69 @@
+-- Apply one heartbeat: refresh liveness and capabilities, then step the health state machine
+-- (registering/degraded -> ready on a good check; ready -> degraded after N consecutive failed checks or
+-- M failures among the last W checks).
+-- KEYS: 1 meta, 2 capabilities, 3 cap
+-- ARGV: 1 conn_id, 2 token_id, 3 check ok ("1"/"0"), 4 heartbeat timeout ms, 5 warm-up timeout ms,
+--       6 consecutive failures, 7 window size, 8 failures in window, 9 capabilities TTL s,
+--       10 meta fields (JSON object of strings), 11 capability fields (JSON object, "" keeps the stored ones),
+--       12 reason of the check result
+-- Returns: {"UNKNOWN"} | {"STALE"} | {"OFFLINE"} | {"OK", old_status, new_status, deadline_ms, now_ms}
+local function effective(status, drained)
+  if status == 'offline' then return 'offline' end
+  if drained == '1' then return 'draining' end
+  return status
+end
+
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'UNKNOWN'} end
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'token_id') ~= ARGV[2] then
+  return {'STALE'}
+end
+if status == 'offline' then return {'OFFLINE'} end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local drained = redis.call('HGET', KEYS[1], 'drained') or '0'
+local ok = ARGV[3] == '1'
+local streak = tonumber(redis.call('HGET', KEYS[1], 'fail_streak') or '0') or 0
+local window = (redis.call('HGET', KEYS[1], 'window') or '') .. (ok and '1' or '0')
+local size = tonumber(ARGV[7])
+if #window > size then window = string.sub(window, -size) end
+local _, failures = string.gsub(window, '0', '')
+
+local new_status = status
+if ok then
+  streak = 0
+  new_status = 'ready'
+else
+  streak = streak + 1
+  if status == 'ready' and (streak >= tonumber(ARGV[6]) or failures >= tonumber(ARGV[8])) then
+    new_status = 'degraded'
+  end
+end
+
+local flat = {}
+for k, v in pairs(cjson.decode(ARGV[10])) do
+  flat[#flat + 1] = k
+  flat[#flat + 1] = v
+end
+redis.call('HSET', KEYS[1], 'status', new_status, 'fail_streak', streak, 'window', window,
+  'last_heartbeat_at', now, 'last_seen_at', now, 'health_reason', ARGV[12], unpack(flat))
+if new_status ~= status then redis.call('HSET', KEYS[1], 'status_changed_at', now) end
+
+if ARGV[11] ~= '' then
+  redis.call('DEL', KEYS[2])
+  local caps = {}
+  for k, v in pairs(cjson.decode(ARGV[11])) do
+    caps[#caps + 1] = k
+    caps[#caps + 1] = v
+  end
+  if #caps > 0 then redis.call('HSET', KEYS[2], unpack(caps)) end
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+
+local deadline = now + tonumber(ARGV[4])
+if new_status == 'registering' then
+  local registered = tonumber(redis.call('HGET', KEYS[1], 'registered_at') or now)
+  deadline = math.min(deadline, registered + tonumber(ARGV[5]))
+end
+return {'OK', effective(status, drained), effective(new_status, drained), tostring(deadline), tostring(now)}

@@ -1,0 +1,138 @@
+"""Redis clients and the key layout of all live state.
+
+Every key that a Lua script touches together with others carries the same `{hash tag}`, so the scripts run
+unchanged on Redis Cluster. Global indexes (all nodes, deadlines, audit stream) live in their own slots and
+are only ever touched by single-key commands or single-key scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+T = TypeVar("T")
+
+# Errors that mean "Redis is not answering" as opposed to "Redis said no": callers turn these into
+# DEPENDENCY_DOWN answers instead of crashing.
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+_sync_client: redis.Redis | None = None
+
+
+def redis_url() -> str:
+    return settings.REDIS_URL or "redis://127.0.0.1:6379/0"
+
+
+def get_redis() -> aioredis.Redis:
+    """The asyncio client of the running event loop (redis-py connections cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(
+            redis_url(),
+            decode_responses=True,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            health_check_interval=30,
+        )
+        _async_clients[loop] = client
+    return client
+
+
+def get_sync_redis() -> redis.Redis:
+    global _sync_client
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(
+            redis_url(),
+            decode_responses=True,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            health_check_interval=30,
+        )
+    return _sync_client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests point the settings at a fresh Redis)."""
+    global _sync_client
+    _sync_client = None
+    _async_clients.clear()
+
+
+def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Run an async service from sync code (admin, Celery, commands).
+
+    A loop that had no client before the call gets its client closed afterwards, so a fresh loop made by
+    async_to_sync does not leave sockets behind; a long-lived outer loop keeps its client.
+    """
+
+    async def runner() -> T:
+        loop = asyncio.get_running_loop()
+        had_client = loop in _async_clients
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            if not had_client and (client := _async_clients.pop(loop, None)) is not None:
+                await client.aclose()
+
+    return async_to_sync(runner)()
+
+
+class Keys:
+    """Names of every live key; the prefix comes from REDIS_KEY_PREFIX."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def node_meta(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:meta"
+
+    def node_capabilities(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:capabilities"
+
+    def node_cap(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:cap"
+
+    def node_reservations(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:resv"
+
+    def node_keys(self, node_id: str) -> list[str]:
+        return [self.node_meta(node_id), self.node_capabilities(node_id), self.node_cap(node_id)]
+
+    @property
+    def nodes_all(self) -> str:
+        return f"{self.prefix}:nodes:all"
+
+    @property
+    def node_deadlines(self) -> str:
+        return f"{self.prefix}:nodes:deadlines"
+
+    @property
+    def revoked_tokens(self) -> str:
+        return f"{self.prefix}:tokens:revoked"
+
+    @property
+    def audit_stream(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
+
+    def instance(self, instance_id: str) -> str:
+        return f"{self.prefix}:instance:{instance_id}"
+
+    @property
+    def instances(self) -> str:
+        return f"{self.prefix}:instances"
+
+
+def keys() -> Keys:
+    return Keys(settings.REDIS_KEY_PREFIX)

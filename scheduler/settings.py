@@ -1,0 +1,239 @@
+"""The one settings module. Every environment read of the project happens here, through typed helpers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _raw(name: str) -> str | None:
+    """The value of an environment variable, or of the file named by `<name>_FILE` (for secrets)."""
+    if (path := os.environ.get(f"{name}_FILE")) is not None:
+        return Path(path).read_text().strip()
+    return os.environ.get(name)
+
+
+def envstr(name: str, default: str) -> str:
+    value = _raw(name)
+    return default if value is None or value == "" else value
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def envint(name: str, default: int, minimum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def envfloat(name: str, default: float, minimum: float | None = None) -> float:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# --- Django core ------------------------------------------------------------------------------------------
+
+DEBUG = envbool("DEBUG", False)
+# A missing SECRET_KEY is reported by the system check `scheduler.E001` unless DEBUG is on; the random
+# fallback keeps management commands usable on a fresh machine (sessions then do not survive a restart).
+SECRET_KEY_CONFIGURED = _raw("SECRET_KEY") is not None
+SECRET_KEY = envstr("SECRET_KEY", "") or secrets.token_urlsafe(50)
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "scheduler",
+    "access",
+    "nodes",
+    "pools",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "scheduler.urls"
+ASGI_APPLICATION = "scheduler.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite by default, anything dj-database-url understands through DATABASE_URL -------------
+
+DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat write from separate processes: WAL lets readers run beside the one writer and
+    # the busy timeout turns lock contention into a short wait instead of "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_SQLITE_PATH", str(BASE_DIR / "var" / "test.sqlite3"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- Redis, channel layer, Celery ---------------------------------------------------------------------------
+
+# Unset means "no Redis configured": `make run` then starts an embedded redis-server and sets REDIS_URL for
+# its children; the settings themselves never assume a server on 6379 (check `scheduler.E002`).
+REDIS_URL = envstr("REDIS_URL", "")
+REDIS_KEY_PREFIX = envstr("REDIS_KEY_PREFIX", "sched")
+REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL or "redis://127.0.0.1:6379/0"],
+            "prefix": f"{REDIS_KEY_PREFIX}:asgi",
+            "capacity": 1000,
+            "expiry": 30,
+        },
+    }
+}
+
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL or "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+
+# --- This instance --------------------------------------------------------------------------------------------
+
+INSTANCE_ID = envstr("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}")
+
+# --- Nodes ------------------------------------------------------------------------------------------------------
+
+NODE_AUTH_REQUIRED = envbool("NODE_AUTH_REQUIRED", True)
+NODE_ALLOW_CPU_ONLY = envbool("NODE_ALLOW_CPU_ONLY", False)
+NODE_CAPABILITY_SCHEMA_VERSION = "2.0"
+NODE_DEFAULT_MAX_CONCURRENT_JOBS = envint("NODE_DEFAULT_MAX_CONCURRENT_JOBS", 4, minimum=1)
+NODE_HEARTBEAT_INTERVAL_S = envfloat("NODE_HEARTBEAT_INTERVAL_S", 15.0, minimum=0.1)
+NODE_HEARTBEAT_TIMEOUT_S = envfloat("NODE_HEARTBEAT_TIMEOUT_S", 45.0, minimum=0.2)
+NODE_WARMUP_TIMEOUT_S = envfloat("NODE_WARMUP_TIMEOUT_S", 60.0, minimum=0.2)
+NODE_HEALTH_CONSECUTIVE_FAILURES = envint("NODE_HEALTH_CONSECUTIVE_FAILURES", 3, minimum=1)
+NODE_HEALTH_WINDOW = envint("NODE_HEALTH_WINDOW", 5, minimum=1)
+NODE_HEALTH_WINDOW_FAILURES = envint("NODE_HEALTH_WINDOW_FAILURES", 3, minimum=1)
+NODE_RESOURCE_THRESHOLD_PERCENT = envfloat("NODE_RESOURCE_THRESHOLD_PERCENT", 85.0, minimum=1)
+NODE_CAPABILITIES_TTL_S = envint("NODE_CAPABILITIES_TTL_S", 3600, minimum=1)
+NODE_SWEEP_INTERVAL_S = envfloat("NODE_SWEEP_INTERVAL_S", 5.0, minimum=0.05)
+NODE_MAX_MESSAGE_BYTES = envint("NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024)
+NODE_BAD_MESSAGE_LIMIT = envint("NODE_BAD_MESSAGE_LIMIT", 20, minimum=1)
+NODE_BAD_MESSAGE_WINDOW_S = envfloat("NODE_BAD_MESSAGE_WINDOW_S", 60.0, minimum=0.1)
+NODE_HTTP_DISPATCH_TIMEOUT_S = envfloat("NODE_HTTP_DISPATCH_TIMEOUT_S", 5.0, minimum=0.1)
+
+# --- Audit ---------------------------------------------------------------------------------------------------------
+
+AUDIT_BATCH_SIZE = envint("AUDIT_BATCH_SIZE", 500, minimum=1)
+AUDIT_INTERVAL_S = envfloat("AUDIT_INTERVAL_S", 1.0, minimum=0.05)
+
+# --- Web server and the `make run` supervisor ------------------------------------------------------------------------
+
+WEB_HOST = envstr("WEB_HOST", "127.0.0.1")
+WEB_PORT = envint("WEB_PORT", 8000, minimum=1)
+RUN_WORKER = envbool("RUN_WORKER", True)
+
+# --- API -----------------------------------------------------------------------------------------------------------
+
+API_PAGE_SIZE = envint("API_PAGE_SIZE", 100, minimum=1)
+
+# --- Logging -------------------------------------------------------------------------------------------------------
+
+LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = envstr("LOG_FORMAT", "json")  # "json" or "console"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "scheduler.logs.JsonFormatter"},
+        "console": {"()": "scheduler.logs.ConsoleFormatter"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "console") else "json"},
+    },
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

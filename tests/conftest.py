@@ -1,0 +1,94 @@
+"""Shared fixtures: one real redis-server per test session (flushed before each test), and real ASGI server
+processes for end-to-end tests. Fault tests start their own Redis so they can kill, pause or flush it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+from channels.layers import channel_layers
+from django.db import connection
+
+from scheduler.embedded_redis import RedisProcess
+from scheduler.redis import reset_clients
+from tests.support.processes import AsgiServer
+
+# Node timings shortened for tests; servers started by tests get the same values.
+FAST_NODE_TIMINGS = {
+    "NODE_HEARTBEAT_INTERVAL_S": "0.5",
+    "NODE_HEARTBEAT_TIMEOUT_S": "1.5",
+    "NODE_WARMUP_TIMEOUT_S": "2.0",
+    "NODE_SWEEP_INTERVAL_S": "0.2",
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    with RedisProcess() as server:
+        yield server
+
+
+def point_at_redis(settings, url: str) -> None:
+    """Point this process's settings, clients and channel layer at the Redis at `url`."""
+    settings.REDIS_URL = url
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [url], "prefix": "sched:asgi", "capacity": 1000, "expiry": 30},
+        }
+    }
+    reset_clients()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
+    redis_server.flushall()
+    point_at_redis(settings, redis_server.url)
+    for name, value in FAST_NODE_TIMINGS.items():
+        setattr(settings, name, float(value))
+    yield redis_server.url
+    reset_clients()
+    channel_layers.backends.clear()
+
+
+def database_url() -> str:
+    """A URL for the test database, for server processes started by tests."""
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = quote(params.get("USER") or "")
+    password = f":{quote(params['PASSWORD'])}" if params.get("PASSWORD") else ""
+    host = params.get("HOST") or "127.0.0.1"
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgres://{user}{password}@{host}{port}/{params['NAME']}"
+
+
+@pytest.fixture
+def server_env(transactional_db, redis_url: str) -> dict[str, str]:
+    """Environment for a scheduler process sharing this test's Redis and database."""
+    return {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url(),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "SECRET_KEY": "test-secret",
+        **FAST_NODE_TIMINGS,
+    }
+
+
+@pytest.fixture
+def start_server(server_env: dict[str, str]) -> Iterator[Callable[..., AsgiServer]]:
+    """Start real ASGI server processes; every one is killed at teardown, even when the test fails."""
+    started: list[AsgiServer] = []
+
+    def start(**overrides: str) -> AsgiServer:
+        server = AsgiServer(env={**server_env, **overrides})
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
