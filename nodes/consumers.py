@@ -17,7 +17,6 @@ from nodes import connections, services
 from nodes.schemas import BadMessage, NodeHeartbeat, NodeRegister, parse_node_message
 from nodes.services import Connection, RegistrationRejected
 from scheduler import metrics
-from scheduler.background import ensure_started
 from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ class NodeConsumer(AsyncWebsocketConsumer):
     register_message: NodeRegister | None = None
 
     async def connect(self) -> None:
-        ensure_started()
         presented = self._presented_token()
         token = None
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -136,7 +137,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
     }
-    DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_SQLITE_PATH", str(BASE_DIR / "var" / "test.sqlite3"))}
+    # A file (not pytest-django's in-memory default) so server processes started by tests share it; one per
+    # test process so parallel runs never delete each other's database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": envstr("TEST_SQLITE_PATH", str(Path(tempfile.gettempdir()) / f"lingua-test-{os.getpid()}.sqlite3"))
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

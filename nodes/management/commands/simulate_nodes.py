@@ -1,0 +1,147 @@
+"""Run a fleet of simulated lingua nodes against a scheduler (`nodes.simulator`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from nodes.simulator import DEFAULT_URL, Fleet, SimulatedNodeConfig, display_url
+
+
+def _parse_language_set(value: str) -> list[str]:
+    languages = [code.strip() for code in value.split(",") if code.strip()]
+    if not languages:
+        raise CommandError(f"--languages {value!r} names no language")
+    return languages
+
+
+class Command(BaseCommand):
+    help = (
+        "Connect N simulated lingua nodes to the node WebSocket and keep them registered and heartbeating "
+        "until Ctrl-C or --duration. They speak exactly what the real Electron node sends."
+    )
+    # The simulator touches neither the database nor project settings, so a half-configured checkout
+    # (no SECRET_KEY, no migrations) must not stop it.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--count", type=int, default=1, help="number of nodes (default 1)")
+        parser.add_argument("--url", default=DEFAULT_URL, help=f"node WebSocket URL (default {DEFAULT_URL})")
+        parser.add_argument("--token", help="node token <id>.<secret>, sent as ?token= like the real client")
+        parser.add_argument(
+            "--no-token",
+            action="store_true",
+            help="connect without a token (only for deployments that allow tokenless nodes)",
+        )
+        parser.add_argument(
+            "--auth-header",
+            action="store_true",
+            help="send the token as 'Authorization: Bearer' instead of ?token= (the real node cannot)",
+        )
+        parser.add_argument(
+            "--languages",
+            action="append",
+            metavar="CODES",
+            help="comma-separated language set, repeatable; node i uses set i mod k (default en,zh)",
+        )
+        parser.add_argument(
+            "--capacity",
+            type=int,
+            help="send the max_concurrent_jobs extension with this value (omitted by default, like real nodes)",
+        )
+        parser.add_argument(
+            "--heartbeat-interval", type=float, default=15.0, help="seconds between heartbeats (default 15)"
+        )
+        parser.add_argument(
+            "--ack",
+            action="store_true",
+            help="announce supports_job_ack and send job_ack for every job (real nodes never do)",
+        )
+        parser.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+        parser.add_argument(
+            "--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)"
+        )
+        parser.add_argument(
+            "--stagger", type=float, default=0.0, help="seconds between node starts (default 0)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        token: str | None = options["token"]
+        if token is None and not options["no_token"]:
+            raise CommandError(
+                "a node token is required: create one with `python manage.py create_node_token --name sim` "
+                "and pass it with --token <id>.<secret> (or use --no-token if this deployment allows "
+                "tokenless nodes)"
+            )
+        if token is not None and options["no_token"]:
+            raise CommandError("--token and --no-token exclude each other")
+        if token is not None:
+            token_id, dot, secret = token.partition(".")
+            if not dot or not token_id or not secret:
+                raise CommandError("--token must look like <id>.<secret>")
+        if options["count"] < 1:
+            raise CommandError("--count must be at least 1")
+        if options["capacity"] is not None and options["capacity"] < 1:
+            raise CommandError("--capacity must be at least 1")
+        if options["heartbeat_interval"] <= 0:
+            raise CommandError("--heartbeat-interval must be positive")
+        if options["duration"] is not None and options["duration"] <= 0:
+            raise CommandError("--duration must be positive")
+
+        language_sets = [_parse_language_set(value) for value in options["languages"] or ["en,zh"]]
+        base = SimulatedNodeConfig(
+            url=options["url"],
+            token=token,
+            auth="header" if options["auth_header"] else "query",
+            languages=language_sets[0],
+            max_concurrent_jobs=options["capacity"],
+            send_ack=options["ack"],
+            heartbeat_interval_s=options["heartbeat_interval"],
+        )
+        fleet = Fleet.uniform(options["count"], base, language_sets=language_sets)
+
+        if options["verbosity"] >= 2:
+            simulator_logger = logging.getLogger("nodes.simulator")
+            simulator_logger.setLevel(logging.DEBUG if options["verbosity"] >= 3 else logging.INFO)
+            if not simulator_logger.hasHandlers():
+                simulator_logger.addHandler(logging.StreamHandler())
+
+        auth_text = "no token" if token is None else f"token id {token.partition('.')[0]}"
+        self.stdout.write(
+            f"Starting {len(fleet.nodes)} simulated node(s) against {display_url(base.url)} ({auth_text}); "
+            f"language sets: {' | '.join(','.join(s) for s in language_sets)}. Ctrl-C to stop."
+        )
+        # asyncio.run turns a Ctrl-C that slips past the signal handler (Windows) into KeyboardInterrupt
+        # after cancelling the run, whose finally block has closed the sockets already.
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self._run(fleet, options))
+        self.stdout.write(f"Stopped. {fleet.status_line()}")
+
+    async def _run(self, fleet: Fleet, options: dict[str, Any]) -> None:
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, stop_event.set)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await fleet.start(stagger_s=options["stagger"])
+            await fleet.run_forever(
+                status_interval_s=options["status_interval"],
+                duration_s=options["duration"],
+                stop_event=stop_event,
+                out=self.stdout.write,
+            )
+        finally:
+            await fleet.stop()
+            for signum in installed:
+                loop.remove_signal_handler(signum)
