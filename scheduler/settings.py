@@ -166,7 +166,7 @@ REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL or "redis://127.0.0.1:6379/0"],
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",

@@ -34,7 +34,7 @@ def point_at_redis(settings, url: str) -> None:
     settings.REDIS_URL = url
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": [url], "prefix": "sched:asgi", "capacity": 1000, "expiry": 30},
         }
     }

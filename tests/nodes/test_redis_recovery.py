@@ -1,0 +1,71 @@
+"""Redis losing its data or going away: sockets stay open, nodes come back without operator action."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from nodes import services
+from scheduler.embedded_redis import RedisProcess
+from tests.conftest import point_at_redis
+from tests.support.wire import Wire, real_node_heartbeat
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def own_redis(settings) -> Iterator[RedisProcess]:
+    with RedisProcess() as redis:
+        point_at_redis(settings, redis.url)
+        yield redis
+
+
+async def test_a_node_comes_back_with_its_id_on_the_next_heartbeat_after_redis_lost_everything(
+    own_redis, start_server, node_token
+):
+    server = start_server(REDIS_URL=own_redis.url)
+    wire = await Wire.connect(server.ws_url, node_token)
+    node_id = (await wire.register())["node_id"]
+    await wire.send(real_node_heartbeat(node_id))
+    await wire.expect("node_status")
+
+    own_redis.flushall()
+    assert await services.get_node(node_id) is None
+    await wire.send(real_node_heartbeat(node_id))
+    node = await _wait(lambda n: n is not None and n["status"] == "ready", node_id)
+    assert node["pool"] == "en-zh"
+    await wire.close()
+
+
+async def test_a_redis_outage_keeps_the_socket_open_and_heals_after_redis_returns_empty(
+    own_redis, start_server, node_token
+):
+    server = start_server(REDIS_URL=own_redis.url, REDIS_SOCKET_TIMEOUT="0.5")
+    wire = await Wire.connect(server.ws_url, node_token)
+    node_id = (await wire.register())["node_id"]
+
+    own_redis.kill()
+    await wire.send(real_node_heartbeat(node_id))
+    error = await wire.expect("error", timeout=5)
+    assert error["code"] == "DEPENDENCY_DOWN"
+
+    own_redis.restart()  # same port, no data
+    await asyncio.sleep(0.5)
+    await wire.send(real_node_heartbeat(node_id))
+    node = await _wait(lambda n: n is not None and n["status"] == "ready", node_id, timeout=5)
+    assert node["node_id"] == node_id
+    assert server.is_running()
+    await wire.close()
+
+
+async def _wait(predicate, node_id: str, timeout: float = 3.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        node = await services.get_node(node_id)
+        if predicate(node):
+            return node
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {node}")
+        await asyncio.sleep(0.05)
