@@ -45,3 +45,42 @@ REDIS_LATENCY = Histogram(
 AUDIT_WRITTEN = Counter("scheduler_audit_entries_written_total", "Audit stream entries committed to the database.")
 AUDIT_FAILURES = Counter("scheduler_audit_write_failures_total", "Audit batches that failed to commit.")
 API_KEY_REJECTIONS = Counter("scheduler_api_auth_rejections_total", "REST requests refused by auth.", ["reason"])
+API_ERRORS = Counter(
+    "scheduler_api_errors_total", "REST and HTTP node-link error answers, by error code.", ["code"]
+)
+
+
+class LiveStateCollector:
+    """Gauges that describe Redis state, computed once per scrape from Redis itself (not from counters a
+    process keeps), so every instance serves the same truth and a dead process leaves nothing stale."""
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        # Registration asks for names; answering here keeps it from calling collect() (and Redis) at import.
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"])
+        yield GaugeMetricFamily("scheduler_redis_up", "1 when this process could read the live state from Redis.")
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import GaugeMetricFamily
+
+        from nodes.models import NodeStatus
+        from nodes.services import list_nodes
+        from scheduler.redis import UNAVAILABLE, run_sync
+
+        nodes = GaugeMetricFamily("scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"])
+        up = GaugeMetricFamily("scheduler_redis_up", "1 when this process could read the live state from Redis.")
+        try:
+            live = run_sync(list_nodes)
+        except UNAVAILABLE:
+            up.add_metric([], 0)
+            yield up
+            return
+        counts = dict.fromkeys(NodeStatus.values, 0)
+        for node in live:
+            counts[node["status"]] = counts.get(node["status"], 0) + 1
+        for status, count in counts.items():
+            nodes.add_metric([status], count)
+        up.add_metric([], 1)
+        yield nodes
+        yield up

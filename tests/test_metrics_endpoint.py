@@ -1,0 +1,55 @@
+"""/metrics serves the node-plane metrics, with gauges read from Redis at scrape time."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from nodes import services
+from nodes.schemas import parse_node_message
+from scheduler.redis import run_sync
+from tests.support.wire import real_node_heartbeat, register_message
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:
+    body = client.get("/metrics").content.decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.django_db
+def test_nodes_by_status_is_read_from_redis_at_each_scrape(client):
+    conn = services.Connection(token=None)
+    registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
+    assert scrape(client)[("scheduler_nodes", (("status", "registering"),))] == 1
+
+    run_sync(services.record_heartbeat, parse_node_message(real_node_heartbeat(registration.node_id)), conn)
+    after = scrape(client)
+    assert after[("scheduler_nodes", (("status", "ready"),))] == 1
+    assert after[("scheduler_nodes", (("status", "registering"),))] == 0
+
+    run_sync(services.drain_node, registration.node_id, "ops")
+    assert scrape(client)[("scheduler_nodes", (("status", "draining"),))] == 1
+
+
+@pytest.mark.django_db
+def test_registrations_rejections_heartbeats_and_bad_messages_are_counted(client):
+    before = scrape(client)
+    conn = services.Connection(token=None)
+    with pytest.raises(services.RegistrationRejected):
+        run_sync(services.register_node, parse_node_message(register_message(capability_schema_version="1.0")), conn)
+    registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
+    run_sync(services.record_heartbeat, parse_node_message(real_node_heartbeat(registration.node_id)), conn)
+    after = scrape(client)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew("scheduler_node_registrations_total", result="INVALID_CAPABILITY_SCHEMA") == 1
+    assert grew("scheduler_node_registrations_total", result="ok") == 1
+    assert grew("scheduler_node_heartbeats_total", result="ok") == 1
+    assert ("scheduler_node_sockets_open", ()) in after
