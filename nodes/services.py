@@ -112,18 +112,19 @@ async def revoke_token(token_id: str, actor: str) -> int:
             revoked_at=timezone.now(), revoked_by=actor
         )
     )()
-    client = get_redis()
-    await client.sadd(keys().revoked_tokens, token_id)
-    told = 0
-    for node in await list_nodes():
-        if node["token_id"] == token_id and node["channel"]:
-            await connections.close_connection(node["channel"], CLOSE_TOKEN_REVOKED)
-            told += 1
     if updated:
         await audit.record(
             "node", type="event", node_id="", kind=NodeEvent.Kind.TOKEN_REVOKED, actor=actor, at=_now_ms(),
             details={"token_id": token_id},
         )
+    # If Redis is down this raises after the database already refuses the token; running it again
+    # finishes the job (every step is idempotent).
+    await get_redis().sadd(keys().revoked_tokens, token_id)
+    told = 0
+    for node in await list_nodes():
+        if node["token_id"] == token_id and node["channel"]:
+            await connections.close_connection(node["channel"], CLOSE_TOKEN_REVOKED)
+            told += 1
     log.info("node token revoked", extra={"event": "token_revoked", "token_id": token_id})
     return told
 
@@ -441,18 +442,20 @@ async def sweep_deadlines(limit: int = 1000) -> int:
 
 
 async def status_changed(
-    node_id: str, old: str, new: str, reason: str, actor: str, at_ms: int, channel: str
+    node_id: str, old: str, new: str, reason: str, actor: str, at_ms: int, channel: str, *, record_event: bool = True
 ) -> None:
-    """Every status change: a metric, an audit event, a log line and a `node_status` frame to the node."""
+    """Every status change: a metric, an audit event (unless the caller recorded a more specific one), a log
+    line and a `node_status` frame to the node."""
     metrics.NODE_STATUS_CHANGES.labels(from_status=old or "none", to_status=new).inc()
     log.info(
         "node status changed",
         extra={"event": "node_status", "node_id": node_id, "reason": f"{old}->{new} ({reason})"},
     )
-    await audit.record(
-        "node", type="event", node_id=node_id, kind=NodeEvent.Kind.STATUS_CHANGED, to=new, reason=reason,
-        actor=actor, instance=settings.INSTANCE_ID, at=at_ms, **{"from": old},
-    )
+    if record_event:
+        await audit.record(
+            "node", type="event", node_id=node_id, kind=NodeEvent.Kind.STATUS_CHANGED, to=new, reason=reason,
+            actor=actor, instance=settings.INSTANCE_ID, at=at_ms, **{"from": old},
+        )
     frame = {"type": "node_status", "node_id": node_id, "status": new, "reason": reason}
     if channel:
         await connections.send_frame(channel, frame)
@@ -491,7 +494,8 @@ async def _set_drained(node_id: str, drained: bool, actor: str, reason: str) -> 
     else:
         await _send_to_http_node(node_id, control)
     if old_status != new_status:
-        await status_changed(node_id, old_status, new_status, reason or kind, actor, _now_ms(), channel)
+        # The drained/undrained event above already records this change, with who made it.
+        await status_changed(node_id, old_status, new_status, reason or kind, actor, _now_ms(), channel, record_event=False)
     return new_status
 
 
@@ -500,12 +504,12 @@ async def disconnect_node(node_id: str, actor: str) -> bool:
     meta = await get_redis().hgetall(keys().node_meta(node_id))
     if not meta:
         raise NodeNotFound(node_id)
+    if not meta.get("channel"):
+        return False
     await audit.record(
         "node", type="event", node_id=node_id, kind=NodeEvent.Kind.DISCONNECTED, reason="operator", actor=actor,
         instance=settings.INSTANCE_ID, at=_now_ms(),
     )
-    if not meta.get("channel"):
-        return False
     await connections.close_connection(meta["channel"], CLOSE_DISCONNECTED, meta.get("conn"))
     return True
 
@@ -547,17 +551,18 @@ def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int) -> dict
 
 
 async def get_node(node_id: str) -> dict[str, Any] | None:
-    nodes = await _read_nodes([node_id])
+    nodes = await read_nodes([node_id])
     return nodes[0] if nodes else None
 
 
 async def list_nodes(status: str | None = None, pool: str | None = None) -> list[dict[str, Any]]:
     node_ids = sorted(await get_redis().smembers(keys().nodes_all))
-    nodes = await _read_nodes(node_ids)
+    nodes = await read_nodes(node_ids)
     return [n for n in nodes if (status is None or n["status"] == status) and (pool is None or n["pool"] == pool)]
 
 
-async def _read_nodes(node_ids: list[str]) -> list[dict[str, Any]]:
+async def read_nodes(node_ids: list[str]) -> list[dict[str, Any]]:
+    """Live views of the given nodes (unknown ones left out), in one round trip."""
     k = keys()
     client = get_redis()
     async with client.pipeline(transaction=False) as pipe:
