@@ -3,14 +3,51 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 
 from access.models import ApiKey, Scope
+
+
+class ShowSecretOnceMixin:
+    """After "add", render the new credential on a page of its own instead of redirecting with a message:
+    a message would carry the plaintext through a cookie or the session table."""
+
+    secret_label = "secret"
+    secret_hint = ""
+
+    def remember_secret(self, request: HttpRequest, plaintext: str) -> None:
+        request._issued_secret = plaintext  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
+        plaintext = getattr(request, "_issued_secret", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)  # type: ignore[misc]
+        opts = obj._meta
+        response = render(
+            request,
+            "admin/issued_secret.html",
+            {
+                **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+                "title": f"New {self.secret_label}",
+                "opts": opts,
+                "object": obj,
+                "secret": plaintext,
+                "secret_label": self.secret_label,
+                "hint": self.secret_hint,
+                "change_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(obj.pk)]),
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -31,7 +68,9 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
+    secret_label = "API key"
+    secret_hint = "Send it as: Authorization: Bearer <key>"
     form = ApiKeyForm
     list_display = ("id", "name", "scopes_display", "created_at", "expires_at", "revoked_at", "last_used_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
@@ -50,6 +89,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "created_at",
             "created_by",
             "revoked_at",
+            "revoked_by",
             "last_used_at",
         )
 
@@ -58,7 +98,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return ()
         # Scopes stay editable (every request reads them afresh); revocation goes through the action so it
         # cannot be undone by clearing a date field.
-        return ("id", "expires_at", "created_at", "created_by", "revoked_at", "last_used_at")
+        return ("id", "expires_at", "created_at", "created_by", "revoked_at", "revoked_by", "last_used_at")
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False
@@ -76,16 +116,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
         obj.pk = key.pk
         obj.refresh_from_db()
-        messages.success(
-            request,
-            f"API key: {plaintext} — copy it now: it will not be shown again (only its hash is stored).",
-        )
+        self.remember_secret(request, plaintext)
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        # Conditional update: a key revoked twice keeps the time of its first revocation.
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoked = ApiKey.revoke(queryset, _actor(request))
         skipped = queryset.count() - revoked
         messages.success(request, f"Revoked {revoked} API key{'s' if revoked != 1 else ''}.")
         if skipped:
             messages.info(request, f"{skipped} already revoked.")
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.get_username() or "admin"

@@ -31,7 +31,8 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.CharField(max_length=150, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -72,6 +73,11 @@ class ApiKey(models.Model):
     def is_active(self, now: datetime | None = None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @classmethod
+    def revoke(cls, keys: models.QuerySet[ApiKey], actor: str) -> int:
+        """Revoke keys; a conditional UPDATE, so a key revoked twice keeps its first revocation."""
+        return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now(), revoked_by=actor)
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes

@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from access.admin import ShowSecretOnceMixin
 from nodes import services
 from nodes.models import Node, NodeEvent, NodeToken
 from scheduler.redis import UNAVAILABLE, run_sync
@@ -398,7 +399,9 @@ class NodeTokenForm(forms.ModelForm):
 
 
 @admin.register(NodeToken)
-class NodeTokenAdmin(admin.ModelAdmin):
+class NodeTokenAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
+    secret_label = "node token"
+    secret_hint = "Nodes connect to ws://<host>/ws/node?token=<token> (or send it as a Bearer header)."
     form = NodeTokenForm
     list_display = ("id", "name", "bound_node", "created_at", "expires_at", "revoked_at", "last_used_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
@@ -454,11 +457,7 @@ class NodeTokenAdmin(admin.ModelAdmin):
         )
         obj.pk = token.pk
         obj.refresh_from_db()
-        messages.success(
-            request,
-            f"Node token: {plaintext} — copy it now: it will not be shown again "
-            "(only its hash is stored). Nodes connect to /ws/node?token=<token>.",
-        )
+        self.remember_secret(request, plaintext)
 
     @admin.action(
         description="Revoke selected tokens (closes the sockets that use them)", permissions=["change"]

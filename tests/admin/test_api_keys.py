@@ -61,3 +61,15 @@ def test_revoking_an_api_key_marks_it_revoked_and_it_stops_authenticating(admin_
     assert "Revoked 1 API key." in response.content.decode()
     assert key.revoked_at is not None
     assert ApiKey.authenticate(plaintext) is None
+
+
+def test_the_new_key_is_rendered_directly_and_never_travels_in_a_cookie_or_the_session(admin_client: Client) -> None:
+    data = {"name": "ci", "scopes": [Scope.JOBS_WRITE], "expires_at_0": "", "expires_at_1": "", "_save": "Save"}
+
+    response = admin_client.post(ADD, data)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    secret = PLAINTEXT.search(response.content.decode()).group(0).split(".")[1]
+    assert all(secret not in morsel.value for morsel in response.cookies.values())
+    assert secret not in str(dict(admin_client.session))

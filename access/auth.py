@@ -1,0 +1,167 @@
+"""Who may call the REST API: an API key as `Authorization: Bearer <key>` holding the endpoint's scope, or a
+logged-in staff user in a browser (the interactive docs). Endpoints declare `auth=require(Scope.X)`.
+
+Refusals raise `AuthRefused` (401 or 403), which the API renders in its error format; each is counted in
+`API_KEY_REJECTIONS` by a bounded reason. Only the public id of a key is ever logged, never its secret.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.errors import HttpError
+from ninja.security import HttpBearer
+from ninja.utils import check_csrf
+
+from access.models import ApiKey, Scope
+from scheduler import credentials, metrics
+
+# last_used_at is for operators spotting unused keys: minute precision is plenty and spares a write per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+REFUSAL_MESSAGES = {
+    "malformed": "an API key looks like '<id>.<secret>'",
+    "invalid": "unknown API key",
+    "revoked": "this API key was revoked",
+    "expired": "this API key has expired",
+}
+
+
+class AuthRefused(HttpError):
+    """A request auth turned away. `reason` is the metric label (a small fixed set); `key_id` the public part
+    of the presented key, when there was one, for the log line."""
+
+    code = "UNAUTHORIZED"
+
+    def __init__(
+        self, status: int, message: str, reason: str, key_id: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(status, message)
+        self.reason = reason
+        self.key_id = key_id
+        self.details = details or {}
+
+
+class Unauthorized(AuthRefused):
+    code = "UNAUTHORIZED"
+
+    def __init__(self, message: str, reason: str, key_id: str = "") -> None:
+        super().__init__(401, message, reason, key_id)
+
+
+class Forbidden(AuthRefused):
+    code = "FORBIDDEN"
+
+    def __init__(
+        self, message: str, reason: str, key_id: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(403, message, reason, key_id, details)
+
+
+def _refuse(exc: AuthRefused) -> NoReturn:
+    metrics.API_KEY_REJECTIONS.labels(reason=exc.reason).inc()
+    raise exc
+
+
+class ApiAuth(HttpBearer):
+    """One scope, two ways in. A Bearer header is always judged as an API key (a bad one is never excused by
+    a session cookie); without one, a session cookie must belong to a staff user and, for unsafe methods,
+    come with Django's CSRF token, since a browser sends cookies on its own."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        super().__init__()
+
+    def __call__(self, request: HttpRequest) -> Any:
+        header = request.headers.get("Authorization")
+        if header:
+            scheme, _, credential = header.partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                _refuse(Unauthorized("the Authorization header must be 'Bearer <api key>'", "malformed"))
+            return self.authenticate(request, credential.strip())
+        if settings.SESSION_COOKIE_NAME in request.COOKIES:
+            if not getattr(request, "_ninja_csrf_exempt", False):
+                # Read the body first: the CSRF check parses a form body from the stream, after which Ninja
+                # could no longer read it (a 500 instead of an answer).
+                request.body  # noqa: B018
+                if check_csrf(request) is not None:
+                    _refuse(
+                        Forbidden("CSRF check failed: send the X-CSRFToken header with a session", "csrf")
+                    )
+            return self._staff(request)
+        _refuse(Unauthorized("send 'Authorization: Bearer <api key>'", "missing"))
+
+    async def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
+        key, reason = await database_sync_to_async(check_key)(token)
+        key_id = _public_id(token)
+        if key is None:
+            _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
+        if not key.allows(self.scope):
+            _refuse(
+                Forbidden(
+                    f"this API key lacks the {self.scope.value} scope",
+                    "scope",
+                    key_id,
+                    {"required_scope": self.scope.value},
+                )
+            )
+        return key
+
+    async def _staff(self, request: HttpRequest) -> AbstractBaseUser:
+        user = await request.auser()
+        if not user.is_authenticated:
+            _refuse(Unauthorized("log in, or send 'Authorization: Bearer <api key>'", "missing"))
+        if not getattr(user, "is_staff", False):
+            _refuse(Forbidden("only staff users may use the API with a session", "not_staff"))
+        return user
+
+
+def require(scope: Scope) -> ApiAuth:
+    """The `auth=` of an endpoint that needs `scope`; staff sessions hold every scope."""
+    return ApiAuth(scope)
+
+
+def check_key(presented: str) -> tuple[ApiKey | None, str]:
+    """The active key matching `presented` (and its last use recorded), or None with why it was refused."""
+    key = ApiKey.authenticate(presented)
+    if key is None:
+        return None, _refusal_reason(presented)
+    now = timezone.now()
+    if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
+        # Conditional UPDATE: concurrent requests of one key write at most once per minute between them.
+        ApiKey.objects.filter(pk=key.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+    return key, ""
+
+
+def _refusal_reason(presented: str) -> str:
+    # Revoked or expired is only said to a caller that proved it holds the secret.
+    parts = credentials.split(presented)
+    if parts is None:
+        return "malformed"
+    key = ApiKey.objects.filter(pk=parts[0]).first()
+    if key is None or not credentials.matches(parts[1], key.secret_hash):
+        return "invalid"
+    return "revoked" if key.revoked_at is not None else "expired"
+
+
+def _public_id(presented: str) -> str:
+    parts = credentials.split(presented)
+    return parts[0][:32] if parts else ""
+
+
+def actor_of(request: HttpRequest) -> str:
+    """Who to name in the audit trail for an authenticated request."""
+    caller = request.auth  # type: ignore[attr-defined]
+    if isinstance(caller, ApiKey):
+        return f"apikey:{caller.id}"
+    return caller.get_username()
