@@ -14,7 +14,17 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from nodes import connections, services
-from nodes.schemas import BadMessage, NodeHeartbeat, NodeRegister, parse_node_message
+from nodes.schemas import (
+    AsrPartial,
+    BadMessage,
+    JobAck,
+    JobResult,
+    JobStarted,
+    NodeError,
+    NodeHeartbeat,
+    NodeRegister,
+    parse_node_message,
+)
 from nodes.services import Connection, RegistrationRejected
 from scheduler import metrics
 from scheduler.redis import UNAVAILABLE
@@ -23,7 +33,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_BIG = 1009
 CLOSE_BAD_MESSAGES = 4400
-KNOWN_NODE_ERROR_CODES = {"MODEL_NOT_AVAILABLE", "PROCESSING_ERROR", "GPU_ERROR", "OUT_OF_MEMORY", "SERVICE_ERROR"}
 
 
 class ProtocolError(Exception):
@@ -159,7 +168,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
                 "type": "node_register_ack",
                 "node_id": registration.node_id,
                 "message": "Node registered successfully",
-                "status": "registering",
+                "status": registration.status,
             }
         )
 
@@ -178,37 +187,25 @@ class NodeConsumer(AsyncWebsocketConsumer):
         elif outcome.result == "revoked":
             await self.close(code=services.CLOSE_TOKEN_REVOKED)
 
-    async def on_job_ack(self, message: Any) -> None:
+    async def on_job_ack(self, message: JobAck) -> None:
         self._require_node(message.node_id)
-        self._job_message_without_job(message)
+        services.job_message_without_job(message)
 
-    async def on_job_started(self, message: Any) -> None:
+    async def on_job_started(self, message: JobStarted) -> None:
         self._require_node(message.node_id)
-        self._job_message_without_job(message)
+        services.job_message_without_job(message)
 
-    async def on_asr_partial(self, message: Any) -> None:
+    async def on_asr_partial(self, message: AsrPartial) -> None:
         self._require_node(message.node_id)
-        self._job_message_without_job(message)
+        services.job_message_without_job(message)
 
-    async def on_job_result(self, message: Any) -> None:
+    async def on_job_result(self, message: JobResult) -> None:
         self._require_node(message.node_id)
-        self._job_message_without_job(message)
+        services.job_message_without_job(message)
 
-    def _job_message_without_job(self, message: Any) -> None:
-        # Until job state exists, no node holds a job: PROTOCOL says such messages change nothing.
-        log.info(
-            "job message for a job this node does not hold",
-            extra={"event": "job_message_ignored", "node_id": self.node_id or "", "job_id": message.job_id[:64]},
-        )
-
-    async def on_node_error(self, message: Any) -> None:
+    async def on_node_error(self, message: NodeError) -> None:
         self._require_node(message.node_id)
-        code = message.code if message.code in KNOWN_NODE_ERROR_CODES else "other"
-        metrics.NODE_ERRORS_REPORTED.labels(code=code).inc()
-        log.warning(
-            "node reported an error",
-            extra={"event": "node_error", "node_id": self.node_id or "", "code": message.code[:64], "reason": message.message[:200]},
-        )
+        services.report_node_error(message)
 
     # --- outbound (from services, in-process or through the channel layer) ---------------------------------------
 

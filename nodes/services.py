@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -22,7 +22,7 @@ from django.utils import timezone
 from nodes import connections
 from nodes.health import check_heartbeat, pool_name
 from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
-from nodes.schemas import NodeHeartbeat, NodeRegister
+from nodes.schemas import AsrPartial, JobAck, JobResult, JobStarted, NodeError, NodeHeartbeat, NodeRegister
 from scheduler import audit, metrics, scripts
 from scheduler.redis import get_redis, keys
 
@@ -35,6 +35,11 @@ CLOSE_DISCONNECTED = 4000
 # How long an offline node stays listed (and its keys kept) before it is forgotten.
 OFFLINE_RETENTION_S = 24 * 3600
 SYSTEM = "system"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+# node_error codes counted under their own label; anything else counts as "other" (labels stay bounded).
+KNOWN_NODE_ERROR_CODES = frozenset(
+    {"MODEL_NOT_AVAILABLE", "PROCESSING_ERROR", "GPU_ERROR", "OUT_OF_MEMORY", "SERVICE_ERROR"}
+)
 
 
 class RegistrationRejected(Exception):
@@ -83,7 +88,7 @@ class Registration:
 
 @dataclass(frozen=True)
 class HeartbeatOutcome:
-    result: str  # ok | stale | revoked
+    result: str  # ok | stale | revoked | unknown
     status: str = ""
 
 
@@ -97,7 +102,10 @@ def authenticate_token(presented: str | None) -> TokenInfo | None:
     token = NodeToken.authenticate(presented)
     if token is None:
         return None
-    NodeToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    # Minute precision is plenty for spotting unused tokens and spares HTTP nodes a write per message.
+    if token.last_used_at is None or token.last_used_at < now - LAST_USED_RESOLUTION:
+        NodeToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return TokenInfo(id=token.id, node_id=token.node_id, expires_at_ms=token.expires_at_ms)
 
 
@@ -461,6 +469,24 @@ async def status_changed(
         await connections.send_frame(channel, frame)
     elif new != NodeStatus.OFFLINE:
         await _send_to_http_node(node_id, frame)
+
+
+def report_node_error(message: NodeError) -> None:
+    """A node's own error report: logged and counted, nothing else (PROTOCOL)."""
+    code = message.code if message.code in KNOWN_NODE_ERROR_CODES else "other"
+    metrics.NODE_ERRORS_REPORTED.labels(code=code).inc()
+    log.warning(
+        "node reported an error",
+        extra={"event": "node_error", "node_id": message.node_id, "code": message.code[:64], "reason": message.message[:200]},
+    )
+
+
+def job_message_without_job(message: JobAck | JobStarted | AsrPartial | JobResult) -> None:
+    """Until job state exists, no node holds a job: PROTOCOL says such messages change nothing."""
+    log.info(
+        "job message for a job this node does not hold",
+        extra={"event": "job_message_ignored", "node_id": message.node_id, "job_id": message.job_id[:64]},
+    )
 
 
 # --- operator actions --------------------------------------------------------------------------------------------

