@@ -1,0 +1,54 @@
+# `make run` starts everything on a fresh machine; `make test` runs the suite against Redis processes it starts
+# itself. DATABASE_URL and REDIS_URL, when set in the environment, are passed through unchanged.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# Inside the venv, so deleting .venv also forces a reinstall.
+STAMP := $(VENV)/.installed.stamp
+# Django 5.2 needs Python >= 3.10 and the project pins < 3.13: prefer 3.11, the version CI uses.
+BOOTSTRAP_PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint migrations-check clean distclean
+
+help:
+	@echo "make run               start Redis (embedded unless REDIS_URL is set), web, worker and beat"
+	@echo "make test              run the test suite (PYTEST_ARGS='-k name -x' to narrow it)"
+	@echo "make lint              ruff check"
+	@echo "make migrations-check  fail if a model change has no migration"
+	@echo "make clean             remove caches and test leftovers (keeps .venv and var/db.sqlite3)"
+	@echo "make distclean         also remove .venv and var/"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+		if [ -z "$(BOOTSTRAP_PYTHON)" ]; then echo "No python3 found: install Python 3.11" >&2; exit 1; fi; \
+		echo "Creating $(VENV) with $(BOOTSTRAP_PYTHON)"; \
+		$(BOOTSTRAP_PYTHON) -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: venv
+	$(PY) -m scheduler.runner
+
+test: venv migrations-check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+
+# var/ holds the SQLite databases named in settings; without it Django warns it cannot open one.
+migrations-check: venv
+	@mkdir -p var
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf .pytest_cache .ruff_cache *.egg-info build dist
+	rm -f var/test.sqlite3* var/celerybeat-schedule*
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) var
