@@ -92,3 +92,13 @@ def start_server(server_env: dict[str, str]) -> Iterator[Callable[..., AsgiServe
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture(autouse=True)
+def _close_database_connections() -> Iterator[None]:
+    # Threads that touched the database keep their connection open; PostgreSQL then refuses to drop the
+    # test database at the end of the run. Each test leaves the main thread's connection closed.
+    yield
+    from django.db import connections
+
+    connections.close_all()

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from prometheus_client import REGISTRY
 
@@ -47,7 +47,7 @@ def issue_key(transactional_db) -> Callable[..., Awaitable[str]]:
     """Issue an API key with the given scopes; returns the plaintext `<id>.<secret>`."""
 
     async def issue(*scopes: str, expires_at: datetime | None = None) -> str:
-        return (await sync_to_async(ApiKey.issue)("test key", list(scopes), expires_at=expires_at))[1]
+        return (await database_sync_to_async(ApiKey.issue)("test key", list(scopes), expires_at=expires_at))[1]
 
     return issue
 
@@ -151,4 +151,4 @@ def http_node(node_token: str, receiver: DispatchReceiver) -> HttpNode:
 
 async def metric(name: str, **labels: str) -> float:
     """The current value of a Prometheus sample (collectors of live state read Redis synchronously)."""
-    return await sync_to_async(REGISTRY.get_sample_value)(name, labels) or 0.0
+    return await database_sync_to_async(REGISTRY.get_sample_value)(name, labels) or 0.0

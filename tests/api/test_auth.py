@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient
 from django.utils import timezone
@@ -24,7 +24,7 @@ def key_id(plaintext: str) -> str:
 
 
 async def make_user(username: str, *, staff: bool) -> User:
-    return await sync_to_async(User.objects.create_user)(username, password="pw-for-tests", is_staff=staff)
+    return await database_sync_to_async(User.objects.create_user)(username, password="pw-for-tests", is_staff=staff)
 
 
 async def test_a_request_without_credentials_is_refused_with_401() -> None:
@@ -73,7 +73,7 @@ async def test_a_key_without_the_endpoints_scope_is_refused_with_403(issue_key) 
 
 async def test_a_revoked_key_is_refused_with_401(issue_key) -> None:
     key = await issue_key("nodes:read")
-    await sync_to_async(ApiKey.objects.filter(pk=key_id(key)).update)(revoked_at=timezone.now())
+    await database_sync_to_async(ApiKey.objects.filter(pk=key_id(key)).update)(revoked_at=timezone.now())
 
     response = await AsyncClient().get(NODES, headers=bearer(key))
 
@@ -113,8 +113,8 @@ async def test_the_secret_of_a_key_is_never_logged_but_its_id_is(issue_key, capl
 
 async def test_last_use_is_recorded_at_most_once_a_minute(issue_key) -> None:
     key = await issue_key("nodes:read")
-    get_key = sync_to_async(lambda: ApiKey.objects.get(pk=key_id(key)))
-    set_last_used = sync_to_async(lambda at: ApiKey.objects.filter(pk=key_id(key)).update(last_used_at=at))
+    get_key = database_sync_to_async(lambda: ApiKey.objects.get(pk=key_id(key)))
+    set_last_used = database_sync_to_async(lambda at: ApiKey.objects.filter(pk=key_id(key)).update(last_used_at=at))
 
     await AsyncClient().get(NODES, headers=bearer(key))
     assert (await get_key()).last_used_at is not None

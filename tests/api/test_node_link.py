@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 
@@ -89,7 +89,7 @@ async def test_an_api_key_is_not_a_node_token(http_node: HttpNode, issue_key) ->
 async def test_a_revoked_node_token_is_refused(http_node: HttpNode) -> None:
     await http_node.become_ready()
     token_id = http_node.token.partition(".")[0]
-    await sync_to_async(NodeToken.objects.filter(pk=token_id).update)(revoked_at=timezone.now())
+    await database_sync_to_async(NodeToken.objects.filter(pk=token_id).update)(revoked_at=timezone.now())
 
     response = await http_node.heartbeat()
 
@@ -178,7 +178,7 @@ async def test_a_body_that_is_not_json_is_a_bad_message(http_node: HttpNode) -> 
 
 async def test_an_id_of_another_tokens_node_is_a_409_conflict(http_node: HttpNode) -> None:
     node_id = await http_node.become_ready()
-    other_token = await sync_to_async(NodeToken.issue)("other node")
+    other_token = await database_sync_to_async(NodeToken.issue)("other node")
     intruder = HttpNode(AsyncClient(), other_token[1], http_node.dispatch_url, node_id=node_id)
 
     registered = await intruder.register()
@@ -191,7 +191,7 @@ async def test_an_id_of_another_tokens_node_is_a_409_conflict(http_node: HttpNod
 
 
 async def test_a_token_bound_to_one_node_id_cannot_register_another(http_node: HttpNode) -> None:
-    _, http_node.token = await sync_to_async(NodeToken.issue)("bound", node_id="node-BOUND001")
+    _, http_node.token = await database_sync_to_async(NodeToken.issue)("bound", node_id="node-BOUND001")
 
     response = await http_node.register(node_id="node-OTHER001")
 

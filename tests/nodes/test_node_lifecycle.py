@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from nodes import services
 from nodes.models import NodeEvent
@@ -84,7 +84,7 @@ async def test_a_node_that_misses_heartbeats_goes_offline_by_the_beat_sweep_alon
     # No instance is left: the Celery task body is what fires the deadline.
     from nodes.tasks import sweep_deadlines
 
-    await sync_to_async(sweep_deadlines, thread_sensitive=False)()
+    await database_sync_to_async(sweep_deadlines)()
     assert (await services.get_node(node_id))["status"] == "offline"
 
 
@@ -156,8 +156,8 @@ async def test_a_drained_node_is_not_ready_and_its_history_shows_who_drained_it(
     await asyncio.sleep(0.2)
     assert (await services.get_node(node_id))["status"] == "draining"
 
-    await sync_to_async(audit.drain)()
-    drained = await sync_to_async(lambda: list(NodeEvent.objects.filter(node_id=node_id, kind="drained")))()
+    await database_sync_to_async(audit.drain)()
+    drained = await database_sync_to_async(lambda: list(NodeEvent.objects.filter(node_id=node_id, kind="drained")))()
     assert [(e.actor, e.from_status, e.to_status, e.reason) for e in drained] == [("alice", "ready", "draining", "GPU swap")]
 
     assert await services.undrain_node(node_id, "bob") == "ready"

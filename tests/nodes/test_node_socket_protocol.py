@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 import websockets
+from channels.db import database_sync_to_async
 
 from nodes import services
+from scheduler import audit
 from tests.support.wire import Wire, real_node_heartbeat
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -172,3 +175,23 @@ async def _register_body() -> dict:
     from tests.support.wire import register_message
 
     return register_message()
+
+
+async def test_the_replayed_node_is_ready_in_the_rest_api_and_in_the_admin(server, node_token, api_key, admin_login):
+    wire = await Wire.connect(server.ws_url, node_token)
+    node_id = (await wire.register())["node_id"]
+    await wire.send(real_node_heartbeat(node_id))
+    await wire.expect("node_status")
+
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {api_key}"}) as rest:
+        answer = (await rest.get(f"/api/v1/nodes/{node_id}")).json()
+    assert answer["status"] == "ready"
+    assert answer["pool"] == "en-zh"
+    assert "token_id" not in answer
+
+    await database_sync_to_async(audit.drain)()  # the beat task's job: mirror the node into the database
+    async with httpx.AsyncClient(base_url=server.url, cookies=admin_login) as browser:
+        page = (await browser.get("/admin/nodes/node/")).text
+    assert node_id in page
+    assert re.findall(r'<td class="field-live_status">(\w+)</td>', page) == ["ready"]
+    await wire.close()
