@@ -95,3 +95,14 @@ def heartbeat_message(node_id: str, **overrides: Any) -> dict[str, Any]:
     }
     message.update(copy.deepcopy(overrides))
     return message
+
+
+def reference_heartbeat(node_id: str, **overrides: Any) -> dict[str, Any]:
+    """The study's example heartbeat (section 1.3 (d)): a busy node with a queue and efficiency metrics."""
+    message = heartbeat_message(
+        node_id,
+        resource_usage=resource_usage(running_jobs=1, gpu_queue_length=2),
+        processing_metrics={"serviceEfficiencies": {"faster-whisper-vad": 12.4, "nmt-m2m100": 380.0}},
+    )
+    message.update(copy.deepcopy(overrides))
+    return message

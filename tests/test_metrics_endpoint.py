@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nodes import services
 from nodes.schemas import parse_node_message
 from scheduler.redis import run_sync
-from tests.support.wire import real_node_heartbeat, register_message
+from tests.factories import reference_heartbeat, register_message
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -26,7 +26,7 @@ def test_nodes_by_status_is_read_from_redis_at_each_scrape(client):
     registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
     assert scrape(client)[("scheduler_nodes", (("status", "registering"),))] == 1
 
-    run_sync(services.record_heartbeat, parse_node_message(real_node_heartbeat(registration.node_id)), conn)
+    run_sync(services.record_heartbeat, parse_node_message(reference_heartbeat(registration.node_id)), conn)
     after = scrape(client)
     assert after[("scheduler_nodes", (("status", "ready"),))] == 1
     assert after[("scheduler_nodes", (("status", "registering"),))] == 0
@@ -42,7 +42,7 @@ def test_registrations_rejections_heartbeats_and_bad_messages_are_counted(client
     with pytest.raises(services.RegistrationRejected):
         run_sync(services.register_node, parse_node_message(register_message(capability_schema_version="1.0")), conn)
     registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
-    run_sync(services.record_heartbeat, parse_node_message(real_node_heartbeat(registration.node_id)), conn)
+    run_sync(services.record_heartbeat, parse_node_message(reference_heartbeat(registration.node_id)), conn)
     after = scrape(client)
 
     def grew(name: str, **labels: str) -> float:

@@ -10,7 +10,8 @@ from channels.db import database_sync_to_async
 from nodes import services
 from nodes.models import NodeEvent
 from scheduler import audit
-from tests.support.wire import Wire, real_node_heartbeat
+from tests.factories import reference_heartbeat
+from tests.support.wire import Wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +37,7 @@ async def test_reconnecting_with_the_same_id_leaves_one_node_and_closes_the_olde
     nodes = await services.list_nodes()
     assert [n["node_id"] for n in nodes] == [node_id]
     # The older socket's close must not take the node offline: the newer one owns it.
-    await new.send(real_node_heartbeat(node_id))
+    await new.send(reference_heartbeat(node_id))
     assert (await new.expect("node_status"))["status"] == "ready"
     await new.close()
 
@@ -64,7 +65,7 @@ async def test_a_node_is_offline_after_the_heartbeat_timeout_even_when_its_serve
     holder, survivor = start_server(), start_server()
     wire = await Wire.connect(holder.ws_url, node_token)
     node_id = (await wire.register())["node_id"]
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     await wire.expect("node_status")
     holder.kill()  # SIGKILL: no disconnect handler runs anywhere
 
@@ -91,20 +92,20 @@ async def test_a_node_that_misses_heartbeats_goes_offline_by_the_beat_sweep_alon
 async def test_health_degrades_after_three_failed_checks_and_recovers_on_a_good_heartbeat(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
     node_id = (await wire.register())["node_id"]
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     assert (await wire.expect("node_status"))["status"] == "ready"
 
     broken = [{"type": "asr", "ready": False}, {"type": "nmt", "ready": True}, {"type": "tts", "ready": True}]
     for _ in range(2):
-        await wire.send(real_node_heartbeat(node_id, capability_by_type=broken))
+        await wire.send(reference_heartbeat(node_id, capability_by_type=broken))
     await asyncio.sleep(0.2)
     assert (await services.get_node(node_id))["status"] == "ready"
-    await wire.send(real_node_heartbeat(node_id, capability_by_type=broken))
+    await wire.send(reference_heartbeat(node_id, capability_by_type=broken))
     degraded = await wire.expect("node_status")
     assert degraded["status"] == "degraded"
     assert degraded["reason"] == "asr_not_ready"
 
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     assert (await wire.expect("node_status"))["status"] == "ready"
     await wire.close()
 
@@ -113,8 +114,8 @@ async def test_three_failures_among_the_last_five_checks_degrade_a_node(server, 
     wire = await Wire.connect(server.ws_url, node_token)
     node_id = (await wire.register())["node_id"]
     hot = {"cpu_percent": 99.0, "gpu_percent": 10.0, "mem_percent": 10.0, "running_jobs": 0}
-    good = real_node_heartbeat(node_id)
-    bad = real_node_heartbeat(node_id, resource_usage=hot)
+    good = reference_heartbeat(node_id)
+    bad = reference_heartbeat(node_id, resource_usage=hot)
     for message in (good, bad, good, bad):
         await wire.send(message)
     await asyncio.sleep(0.3)
@@ -133,7 +134,7 @@ async def test_a_node_not_ready_within_the_warmup_time_becomes_degraded(server, 
     not_ready = [{"type": "asr", "ready": False}]
     # Keep it alive but never healthy: after the 2 s warm-up it is degraded.
     for _ in range(6):
-        await wire.send(real_node_heartbeat(node_id, capability_by_type=not_ready))
+        await wire.send(reference_heartbeat(node_id, capability_by_type=not_ready))
         await asyncio.sleep(0.4)
     status = await wire.expect("node_status")
     assert status["status"] == "degraded"
@@ -144,7 +145,7 @@ async def test_a_node_not_ready_within_the_warmup_time_becomes_degraded(server, 
 async def test_a_drained_node_is_not_ready_and_its_history_shows_who_drained_it(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
     node_id = (await wire.register())["node_id"]
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     await wire.expect("node_status")
 
     assert await services.drain_node(node_id, "alice", "GPU swap") == "draining"
@@ -152,7 +153,7 @@ async def test_a_drained_node_is_not_ready_and_its_history_shows_who_drained_it(
     assert control == {"type": "node_control", "command": "drain", "reason": "GPU swap"}
     assert (await wire.expect("node_status"))["status"] == "draining"
     # Heartbeats keep it draining: the operator's flag outlives health changes.
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     await asyncio.sleep(0.2)
     assert (await services.get_node(node_id))["status"] == "draining"
 
@@ -172,7 +173,7 @@ async def test_a_drained_node_stays_drained_after_it_reconnects(server, node_tok
     await wire.close()
     again = await Wire.connect(server.ws_url, node_token)
     await again.register(node_id=node_id)
-    await again.send(real_node_heartbeat(node_id))
+    await again.send(reference_heartbeat(node_id))
     await asyncio.sleep(0.3)
     assert (await services.get_node(node_id))["status"] == "draining"
     await again.close()

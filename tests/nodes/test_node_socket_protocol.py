@@ -11,7 +11,8 @@ from channels.db import database_sync_to_async
 
 from nodes import services
 from scheduler import audit
-from tests.support.wire import Wire, real_node_heartbeat
+from tests.factories import reference_heartbeat, register_message
+from tests.support.wire import Wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +24,7 @@ async def test_a_replayed_real_node_gets_an_issued_id_and_is_ready_after_one_hea
     assert ack["status"] == "registering"
     assert (await services.get_node(ack["node_id"]))["status"] == "registering"
 
-    await wire.send(real_node_heartbeat(ack["node_id"]))
+    await wire.send(reference_heartbeat(ack["node_id"]))
     status = await wire.expect("node_status")
     assert status == {"type": "node_status", "node_id": ack["node_id"], "status": "ready", "reason": "heartbeat"}
     node = await services.get_node(ack["node_id"])
@@ -43,7 +44,7 @@ async def test_the_token_may_also_come_as_a_bearer_header(server, node_token):
 
 async def test_schema_version_one_is_refused_with_invalid_capability_schema(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
-    await wire.send({**(await _register_body()), "capability_schema_version": "1.0"})
+    await wire.send({**register_message(), "capability_schema_version": "1.0"})
     error = await wire.expect("error")
     assert error["code"] == "INVALID_CAPABILITY_SCHEMA"
     assert await services.list_nodes() == []
@@ -52,7 +53,7 @@ async def test_schema_version_one_is_refused_with_invalid_capability_schema(serv
 
 async def test_a_node_without_gpu_is_refused_with_no_gpu_available(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
-    body = await _register_body()
+    body = register_message()
     body["hardware"] = {"cpu_cores": 8, "memory_gb": 16}
     await wire.send(body)
     assert (await wire.expect("error"))["code"] == "NO_GPU_AVAILABLE"
@@ -85,7 +86,7 @@ async def test_another_tokens_node_id_is_refused_with_node_id_conflict(server, i
     first = await Wire.connect(server.ws_url, await issue_token("first"))
     node_id = (await first.register())["node_id"]
     intruder = await Wire.connect(server.ws_url, await issue_token("second"))
-    await intruder.send({**(await _register_body()), "node_id": node_id})
+    await intruder.send({**register_message(), "node_id": node_id})
     error = await intruder.expect("error")
     assert error["code"] == "NODE_ID_CONFLICT"
     node = await services.get_node(node_id)
@@ -99,7 +100,7 @@ async def test_a_token_bound_to_a_node_id_gives_that_id_and_refuses_others(serve
     wire = await Wire.connect(server.ws_url, token)
     assert (await wire.register())["node_id"] == "node-BOUND001"
     other = await Wire.connect(server.ws_url, token)
-    await other.send({**(await _register_body()), "node_id": "node-OTHER002"})
+    await other.send({**register_message(), "node_id": "node-OTHER002"})
     assert (await other.expect("error"))["code"] == "NODE_ID_CONFLICT"
     await wire.close()
     await other.close()
@@ -116,14 +117,14 @@ async def test_a_bad_frame_gets_bad_message_and_the_socket_stays_open(server, no
     await wire.send(frame)
     error = await wire.expect("error")
     assert error["code"] == "BAD_MESSAGE"
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     assert (await wire.expect("node_status"))["status"] == "ready"
     await wire.close()
 
 
 async def test_a_missing_field_is_named_in_the_error_details(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
-    body = await _register_body()
+    body = register_message()
     del body["hardware"]
     await wire.send(body)
     error = await wire.expect("error")
@@ -134,7 +135,7 @@ async def test_a_missing_field_is_named_in_the_error_details(server, node_token)
 
 async def test_unknown_service_types_and_fields_are_kept_not_refused(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
-    body = await _register_body()
+    body = register_message()
     body["installed_services"].append({"service_id": "g2p", "type": "phonetic", "device": "npu", "status": "running"})
     body["future_field"] = {"anything": True}
     ack = await wire.register(**{k: v for k, v in body.items() if k != "type"})
@@ -163,24 +164,18 @@ async def test_a_heartbeat_sent_before_registering_is_answered_without_closing(s
     # The real node, reconnecting, sends a heartbeat with its old id before its register is answered.
     wire = await Wire.connect(server.ws_url, node_token)
     for _ in range(30):
-        await wire.send(real_node_heartbeat("node-0000BEEF"))
+        await wire.send(reference_heartbeat("node-0000BEEF"))
     assert (await wire.expect("error"))["details"] == {"reason": "not_registered"}
     ack = await wire.register()
-    await wire.send(real_node_heartbeat(ack["node_id"]))
+    await wire.send(reference_heartbeat(ack["node_id"]))
     assert (await wire.expect("node_status"))["status"] == "ready"
     await wire.close()
-
-
-async def _register_body() -> dict:
-    from tests.support.wire import register_message
-
-    return register_message()
 
 
 async def test_the_replayed_node_is_ready_in_the_rest_api_and_in_the_admin(server, node_token, api_key, admin_login):
     wire = await Wire.connect(server.ws_url, node_token)
     node_id = (await wire.register())["node_id"]
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     await wire.expect("node_status")
 
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {api_key}"}) as rest:

@@ -10,7 +10,8 @@ import pytest
 from nodes import services
 from scheduler.embedded_redis import RedisProcess
 from tests.conftest import point_at_redis
-from tests.support.wire import Wire, real_node_heartbeat
+from tests.factories import reference_heartbeat
+from tests.support.wire import Wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,12 +29,12 @@ async def test_a_node_comes_back_with_its_id_on_the_next_heartbeat_after_redis_l
     server = start_server(REDIS_URL=own_redis.url)
     wire = await Wire.connect(server.ws_url, node_token)
     node_id = (await wire.register())["node_id"]
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     await wire.expect("node_status")
 
     own_redis.flushall()
     assert await services.get_node(node_id) is None
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     node = await _wait(lambda n: n is not None and n["status"] == "ready", node_id)
     assert node["pool"] == "en-zh"
     await wire.close()
@@ -47,13 +48,13 @@ async def test_a_redis_outage_keeps_the_socket_open_and_heals_after_redis_return
     node_id = (await wire.register())["node_id"]
 
     own_redis.kill()
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     error = await wire.expect("error", timeout=5)
     assert error["code"] == "DEPENDENCY_DOWN"
 
     own_redis.restart()  # same port, no data
     await asyncio.sleep(0.5)
-    await wire.send(real_node_heartbeat(node_id))
+    await wire.send(reference_heartbeat(node_id))
     node = await _wait(lambda n: n is not None and n["status"] == "ready", node_id, timeout=5)
     assert node["node_id"] == node_id
     assert server.is_running()

@@ -4,68 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-# The reference node's messages (lingua1 study, section 1.3), as the Electron client sends them.
-REAL_NODE_REGISTER: dict[str, Any] = {
-    "type": "node_register",
-    "node_id": None,
-    "version": "2.0.0",
-    "capability_schema_version": "2.0",
-    "platform": "windows",
-    "hardware": {"cpu_cores": 16, "memory_gb": 64, "gpus": [{"name": "RTX 4090", "memory_gb": 24}]},
-    "installed_models": [],
-    "installed_services": [
-        {"service_id": "faster-whisper-vad", "type": "asr", "device": "gpu", "status": "running"},
-        {"service_id": "nmt-m2m100", "type": "nmt", "device": "gpu", "status": "running"},
-        {"service_id": "piper-tts", "type": "tts", "device": "gpu", "status": "running"},
-        {"service_id": "semantic-repair-en-zh", "type": "semantic", "device": "gpu", "status": "running"},
-    ],
-    "capability_by_type": [
-        {"type": "asr", "ready": True, "devices": ["gpu"]},
-        {"type": "nmt", "ready": True, "devices": ["gpu"]},
-        {"type": "tts", "ready": True, "devices": ["gpu"]},
-        {"type": "semantic", "ready": True, "devices": ["gpu"]},
-    ],
-    "features_supported": {},
-    "accept_public_jobs": True,
-    "language_capabilities": {
-        "asr_languages": ["en", "zh"],
-        "semantic_languages": ["en", "zh"],
-        "tts_languages": ["en", "zh"],
-        "semantic_core_ready": True,
-    },
-}
-
-
-def real_node_heartbeat(node_id: str, **overrides: Any) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "type": "node_heartbeat",
-        "node_id": node_id,
-        "timestamp": int(time.time() * 1000),
-        "resource_usage": {
-            "cpu_percent": 23.5,
-            "gpu_percent": 61.0,
-            "gpu_mem_percent": 48.2,
-            "mem_percent": 55.1,
-            "running_jobs": 1,
-            "gpu_queue_length": 2,
-        },
-        "installed_services": REAL_NODE_REGISTER["installed_services"],
-        "capability_by_type": REAL_NODE_REGISTER["capability_by_type"],
-        "processing_metrics": {"serviceEfficiencies": {"faster-whisper-vad": 12.4, "nmt-m2m100": 380.0}},
-        "language_capabilities": REAL_NODE_REGISTER["language_capabilities"],
-    }
-    message.update(overrides)
-    return message
-
-
-def register_message(**overrides: Any) -> dict[str, Any]:
-    return {**json.loads(json.dumps(REAL_NODE_REGISTER)), **overrides}
+from tests.factories import register_message
 
 
 class Wire:
