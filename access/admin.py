@@ -50,7 +50,17 @@ class ShowSecretOnceMixin:
         return response
 
 
-class ApiKeyForm(forms.ModelForm):
+class CredentialForm(forms.ModelForm):
+    """What node tokens and API keys share on their add form."""
+
+    def clean_expires_at(self) -> datetime | None:
+        expires_at = self.cleaned_data.get("expires_at")
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError("The expiry must be in the future.")
+        return expires_at
+
+
+class ApiKeyForm(CredentialForm):
     scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
 
     class Meta:
@@ -59,12 +69,6 @@ class ApiKeyForm(forms.ModelForm):
 
     def clean_scopes(self) -> list[str]:
         return sorted(set(self.cleaned_data["scopes"]))
-
-    def clean_expires_at(self) -> datetime | None:
-        expires_at = self.cleaned_data.get("expires_at")
-        if expires_at is not None and expires_at <= timezone.now():
-            raise forms.ValidationError("The expiry must be in the future.")
-        return expires_at
 
 
 @admin.register(ApiKey)

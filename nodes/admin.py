@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from access.admin import ShowSecretOnceMixin
+from access.admin import CredentialForm, ShowSecretOnceMixin
 from nodes import services
 from nodes.models import Node, NodeEvent, NodeToken
 from scheduler.redis import UNAVAILABLE, run_sync
@@ -379,7 +379,7 @@ class NodeEventAdmin(admin.ModelAdmin):
 # --- node tokens ------------------------------------------------------------------------------------------------
 
 
-class NodeTokenForm(forms.ModelForm):
+class NodeTokenForm(CredentialForm):
     class Meta:
         model = NodeToken
         fields = ("name", "node_id", "expires_at")
@@ -390,12 +390,6 @@ class NodeTokenForm(forms.ModelForm):
         if node_id and not services.NODE_ID_RE.match(node_id):
             raise forms.ValidationError("A node id holds only letters, digits and . _ : - (at most 64).")
         return node_id
-
-    def clean_expires_at(self) -> datetime | None:
-        expires_at = self.cleaned_data.get("expires_at")
-        if expires_at is not None and expires_at <= timezone.now():
-            raise forms.ValidationError("The expiry must be in the future.")
-        return expires_at
 
 
 @admin.register(NodeToken)

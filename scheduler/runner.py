@@ -30,6 +30,7 @@ from scheduler.embedded_redis import (
     child_preexec,
     find_redis_server,
 )
+from scheduler.env import EnvError, envbool, envint, raw
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -61,40 +62,6 @@ def say(message: str) -> None:
 # --- configuration: same names, defaults and `<NAME>_FILE` convention as scheduler/settings.py ----------------------
 
 
-def _raw(environ: Mapping[str, str], name: str) -> str | None:
-    if (path := environ.get(f"{name}_FILE")) is not None:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as error:
-            raise StepFailed(f"{name}_FILE={path!r} cannot be read: {error.strerror}") from None
-    return environ.get(name)
-
-
-def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    value = _raw(environ, name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise StepFailed(f"{name} must be an integer, not {value!r}") from None
-    if number < minimum:
-        raise StepFailed(f"{name} must be at least {minimum}, not {number}")
-    return number
-
-
-def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    value = _raw(environ, name)
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise StepFailed(f"{name} must be true or false, not {value!r}")
-
-
 @dataclass(frozen=True)
 class Config:
     web_host: str
@@ -106,11 +73,11 @@ class Config:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Config:
         return cls(
-            web_host=_raw(environ, "WEB_HOST") or "127.0.0.1",
-            web_port=_int(environ, "WEB_PORT", 8000, minimum=1),
-            max_message_bytes=_int(environ, "NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
-            run_worker=_bool(environ, "RUN_WORKER", True),
-            redis_url=_raw(environ, "REDIS_URL") or "",
+            web_host=raw("WEB_HOST", environ) or "127.0.0.1",
+            web_port=envint("WEB_PORT", 8000, minimum=1, environ=environ),
+            max_message_bytes=envint("NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024, environ=environ),
+            run_worker=envbool("RUN_WORKER", True, environ=environ),
+            redis_url=raw("REDIS_URL", environ) or "",
         )
 
     @property
@@ -162,7 +129,7 @@ def ensure_secret_key(environ: Mapping[str, str], env: dict[str, str]) -> None:
 
     Without it each process would invent its own random key and admin logins would not survive a restart.
     """
-    if _raw(environ, "SECRET_KEY"):
+    if raw("SECRET_KEY", environ):
         return
     if not SECRET_KEY_PATH.exists():
         say(f"Generating a local secret key in {SECRET_KEY_PATH} (set SECRET_KEY in production)")
@@ -306,7 +273,7 @@ class Supervisor:
         code = 0
         try:
             code = self.start_and_supervise()
-        except (Shutdown, StepFailed) as error:
+        except (Shutdown, StepFailed, EnvError) as error:
             # A step that failed because Ctrl-C also reached it (pip, say) is a stop, not an error.
             if self.stop_signal is not None:
                 name = signal.Signals(self.stop_signal).name

@@ -9,66 +9,10 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+
+from scheduler.env import envbool, envfloat, envint, envlist, envstr, raw
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def _raw(name: str) -> str | None:
-    """The value of an environment variable, or of the file named by `<name>_FILE` (for secrets)."""
-    if (path := os.environ.get(f"{name}_FILE")) is not None:
-        return Path(path).read_text().strip()
-    return os.environ.get(name)
-
-
-def envstr(name: str, default: str) -> str:
-    value = _raw(name)
-    return default if value is None or value == "" else value
-
-
-def envbool(name: str, default: bool) -> bool:
-    value = _raw(name)
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
-
-
-def envint(name: str, default: int, minimum: int | None = None) -> int:
-    value = _raw(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
-    return number
-
-
-def envfloat(name: str, default: float, minimum: float | None = None) -> float:
-    value = _raw(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
-    return number
-
-
-def envlist(name: str, default: list[str]) -> list[str]:
-    value = _raw(name)
-    if value is None or value == "":
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 # --- Django core ------------------------------------------------------------------------------------------
@@ -76,7 +20,7 @@ def envlist(name: str, default: list[str]) -> list[str]:
 DEBUG = envbool("DEBUG", False)
 # A missing SECRET_KEY is reported by the system check `scheduler.E001` unless DEBUG is on; the random
 # fallback keeps management commands usable on a fresh machine (sessions then do not survive a restart).
-SECRET_KEY_CONFIGURED = _raw("SECRET_KEY") is not None
+SECRET_KEY_CONFIGURED = raw("SECRET_KEY") is not None
 SECRET_KEY = envstr("SECRET_KEY", "") or secrets.token_urlsafe(50)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
