@@ -20,9 +20,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from nodes import connections
-from nodes.health import check_heartbeat, pool_name
+from nodes.health import check_heartbeat, pool_name, ready_services
 from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
 from nodes.schemas import AsrPartial, JobAck, JobResult, JobStarted, NodeError, NodeHeartbeat, NodeRegister
+from pools import services as pools
 from scheduler import audit, metrics, scripts
 from scheduler.redis import get_redis, keys
 
@@ -257,12 +258,20 @@ async def register_node(message: NodeRegister, conn: Connection) -> Registration
         await _rejected(exc, node_id, conn)
         raise exc
 
-    _, old_conn, old_channel, old_status, new_status, deadline, now = result
+    _, old_conn, old_channel, old_status, new_status, deadline, now, member_of = result
     client = get_redis()
     async with client.pipeline(transaction=False) as pipe:
         pipe.sadd(k.nodes_all, node_id)
         pipe.zadd(k.node_deadlines, {node_id: int(deadline)})
         await pipe.execute()
+    languages = json.loads(meta["languages"])
+    await pools.place_node(
+        node_id,
+        member=pools.wants_membership(new_status, ready_services(message.capability_by_type), languages),
+        languages=languages,
+        member_of=member_of,
+        actor=settings.INSTANCE_ID,
+    )
     superseded = bool(old_conn) and old_conn != conn.conn_id
     if superseded and old_channel:
         await connections.close_connection(old_channel, CLOSE_SUPERSEDED, old_conn)
@@ -364,8 +373,15 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
     if result[0] == "STALE":
         metrics.NODE_HEARTBEATS.labels(result="stale").inc()
         return HeartbeatOutcome("stale")
-    _, old_status, new_status, deadline, now = result
+    _, old_status, new_status, deadline, now, member_of = result
     await get_redis().zadd(keys().node_deadlines, {message.node_id: int(deadline)})
+    await pools.place_node(
+        message.node_id,
+        member=pools.wants_membership(new_status, ready_services(message.capability_by_type), semantic),
+        languages=semantic,
+        member_of=member_of,
+        actor=settings.INSTANCE_ID,
+    )
     metrics.NODE_HEARTBEATS.labels(result="ok" if check.ok else "failed_check").inc()
     if old_status != new_status:
         await status_changed(message.node_id, old_status, new_status, check.reason or "heartbeat", SYSTEM, int(now), conn.channel)
@@ -459,6 +475,9 @@ async def status_changed(
         "node status changed",
         extra={"event": "node_status", "node_id": node_id, "reason": f"{old}->{new} ({reason})"},
     )
+    if new in (NodeStatus.OFFLINE, NodeStatus.DRAINING) or old in (NodeStatus.OFFLINE, NodeStatus.DRAINING):
+        # Leaving or re-entering service changes pool membership; heartbeats handle the other cases.
+        await pools.resync_node(node_id, actor)
     if record_event:
         await audit.record(
             "node", type="event", node_id=node_id, kind=NodeEvent.Kind.STATUS_CHANGED, to=new, reason=reason,
@@ -558,7 +577,8 @@ def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int) -> dict
         "status": status,
         "health": meta.get("status", ""),
         "health_reason": meta.get("health_reason", ""),
-        "pool": meta.get("pool", ""),
+        "pool": meta.get("member_of", ""),
+        "language_set": meta.get("pool", ""),
         "languages": json.loads(meta.get("languages") or "[]"),
         "services": json.loads(meta.get("services") or "[]"),
         "max_concurrent_jobs": int(cap.get("max") or 0),

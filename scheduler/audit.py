@@ -28,6 +28,7 @@ CLAIM_IDLE_MS = 60_000
 # category -> "module.function" that applies a list of entries of that category inside the writer's transaction.
 APPLIERS: dict[str, str] = {
     "node": "nodes.audit.apply_entries",
+    "pools": "pools.audit.apply_entries",
 }
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler.settings")
 
@@ -17,7 +18,35 @@ app.autodiscover_tasks()
 def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     from django.conf import settings
 
-    # Both tasks are safe to run twice or from two beats at once: they take a named lock and skip when it
-    # is held, and what they do is idempotent anyway.
+    # Every periodic task is safe to run twice or from two beats at once: each takes a named lock and skips
+    # when it is held, and what it does is idempotent anyway.
     sender.add_periodic_task(settings.NODE_SWEEP_INTERVAL_S, sender.signature("nodes.sweep_deadlines"))
     sender.add_periodic_task(settings.AUDIT_INTERVAL_S, sender.signature("scheduler.write_audit"))
+
+
+class PoolLeaderStep(bootsteps.StartStopStep):
+    """Each worker process competes for the pool leader lease in a thread of its own.
+
+    Not a beat task: the lease must be renewed every 2 s by the process that holds it, and beat hands a
+    task to whichever worker is free, so the holder would miss renewals at random.
+    """
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: Any = None
+
+    def start(self, worker: Any) -> None:
+        from django.conf import settings
+
+        from pools.leader import LeaderThread
+
+        if settings.POOL_LEADER_ENABLED:
+            self.thread = LeaderThread(holder=f"{worker.hostname}/{settings.INSTANCE_ID}")
+            self.thread.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+
+
+app.steps["worker"].add(PoolLeaderStep)

@@ -123,6 +123,35 @@ class Keys:
     def audit_stream(self) -> str:
         return f"{self.prefix}:audit"
 
+    # The pool configuration, its history, the leader lease and the fencing epoch share the {pools} tag:
+    # every script over them runs in one slot.
+    @property
+    def pool_config(self) -> str:
+        return f"{self.prefix}:{{pools}}:config"
+
+    @property
+    def pool_history(self) -> str:
+        return f"{self.prefix}:{{pools}}:history"
+
+    @property
+    def pool_lease(self) -> str:
+        return f"{self.prefix}:{{pools}}:leader"
+
+    @property
+    def pool_epoch(self) -> str:
+        return f"{self.prefix}:{{pools}}:epoch"
+
+    @property
+    def pool_leader_changes(self) -> str:
+        return f"{self.prefix}:{{pools}}:leader_changes"
+
+    @property
+    def pool_rebuild_request(self) -> str:
+        return f"{self.prefix}:{{pools}}:rebuild_request"
+
+    def pool_members(self, name: str) -> str:
+        return f"{self.prefix}:pool:{{{name}}}:members"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
 

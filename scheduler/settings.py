@@ -151,6 +151,18 @@ NODE_BAD_MESSAGE_LIMIT = envint("NODE_BAD_MESSAGE_LIMIT", 20, minimum=1)
 NODE_BAD_MESSAGE_WINDOW_S = envfloat("NODE_BAD_MESSAGE_WINDOW_S", 60.0, minimum=0.1)
 NODE_HTTP_DISPATCH_TIMEOUT_S = envfloat("NODE_HTTP_DISPATCH_TIMEOUT_S", 5.0, minimum=0.1)
 
+# --- Pools -----------------------------------------------------------------------------------------------------
+
+POOL_MAX_POOLS = envint("POOL_MAX_POOLS", 50, minimum=1)
+POOL_MIN_NODES_PER_POOL = envint("POOL_MIN_NODES_PER_POOL", 1, minimum=1)
+POOL_REQUIRED_SERVICES = envlist("POOL_REQUIRED_SERVICES", ["asr", "nmt", "tts", "semantic"])
+POOL_LEASE_TTL_S = envfloat("POOL_LEASE_TTL_S", 15.0, minimum=0.5)
+POOL_LEASE_RENEW_S = envfloat("POOL_LEASE_RENEW_S", 2.0, minimum=0.05)
+POOL_LEADER_GIVE_UP_S = envfloat("POOL_LEADER_GIVE_UP_S", 10.0, minimum=0.1)
+POOL_REBUILD_INTERVAL_S = envfloat("POOL_REBUILD_INTERVAL_S", 10.0, minimum=0.1)
+POOL_HISTORY_LENGTH = envint("POOL_HISTORY_LENGTH", 200, minimum=1)
+POOL_LEADER_ENABLED = envbool("POOL_LEADER_ENABLED", True)
+
 # --- Audit ---------------------------------------------------------------------------------------------------------
 
 AUDIT_BATCH_SIZE = envint("AUDIT_BATCH_SIZE", 500, minimum=1)

@@ -6,7 +6,7 @@
 --       6 consecutive failures, 7 window size, 8 failures in window, 9 capabilities TTL s,
 --       10 meta fields (JSON object of strings), 11 capability fields (JSON object, "" keeps the stored ones),
 --       12 reason of the check result
--- Returns: {"UNKNOWN"} | {"STALE"} | {"OFFLINE"} | {"OK", old_status, new_status, deadline_ms, now_ms}
+-- Returns: {"UNKNOWN"} | {"STALE"} | {"OFFLINE"} | {"OK", old_status, new_status, deadline_ms, now_ms, member_of}
 local function effective(status, drained)
   if status == 'offline' then return 'offline' end
   if drained == '1' then return 'draining' end
@@ -66,4 +66,5 @@ if new_status == 'registering' then
   local registered = tonumber(redis.call('HGET', KEYS[1], 'registered_at') or now)
   deadline = math.min(deadline, registered + tonumber(ARGV[5]))
 end
-return {'OK', effective(status, drained), effective(new_status, drained), tostring(deadline), tostring(now)}
+return {'OK', effective(status, drained), effective(new_status, drained), tostring(deadline), tostring(now),
+  redis.call('HGET', KEYS[1], 'member_of') or ''}

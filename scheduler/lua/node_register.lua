@@ -4,7 +4,8 @@
 -- ARGV: 1 node_id, 2 token_id, 3 conn_id, 4 fresh ("1": id just minted, must not exist), 5 heartbeat timeout ms,
 --       6 warm-up timeout ms, 7 capabilities TTL s, 8 max_concurrent_jobs, 9 meta fields (JSON object of strings),
 --       10 capability fields (JSON object of strings)
--- Returns: {"EXISTS"} | {"CONFLICT"} | {"OK", old_conn, old_channel, old_status, new_status, deadline_ms, now_ms}
+-- Returns: {"EXISTS"} | {"CONFLICT"} |
+--          {"OK", old_conn, old_channel, old_status, new_status, deadline_ms, now_ms, member_of}
 local function effective(status, drained)
   if not status then return '' end
   if status == 'offline' then return 'offline' end
@@ -56,4 +57,5 @@ redis.call('PERSIST', KEYS[3])
 
 -- A registering node is due for a check at whichever comes first: missed heartbeats or warm-up expiry.
 local deadline = now + math.min(tonumber(ARGV[5]), tonumber(ARGV[6]))
-return {'OK', old_conn, old_channel, old_effective, effective('registering', drained), tostring(deadline), tostring(now)}
+return {'OK', old_conn, old_channel, old_effective, effective('registering', drained), tostring(deadline), tostring(now),
+  redis.call('HGET', KEYS[1], 'member_of') or ''}
