@@ -20,7 +20,7 @@ def scrape(client) -> dict[tuple[str, tuple], float]:
     }
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_nodes_by_status_is_read_from_redis_at_each_scrape(client):
     conn = services.Connection(token=None)
     registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
@@ -35,7 +35,7 @@ def test_nodes_by_status_is_read_from_redis_at_each_scrape(client):
     assert scrape(client)[("scheduler_nodes", (("status", "draining"),))] == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_registrations_rejections_heartbeats_and_bad_messages_are_counted(client):
     before = scrape(client)
     conn = services.Connection(token=None)
