@@ -51,8 +51,11 @@ class Leader:
             await self._renew()
         if self.epoch is None:
             await self._acquire()
-        if self.acting() and self._rebuild_due():
-            forced = self.last_rebuild_at is None
+        if not self.acting():
+            return
+        requested = await rebuild.rebuild_requested()
+        if requested or self._rebuild_due():
+            forced = self.last_rebuild_at is None or requested
             self.last_rebuild_at = self.clock()
             await rebuild.rebuild_and_reconcile(self.epoch, self.holder, force=forced, still_leader=self.acting)
 

@@ -175,11 +175,16 @@ async def reconcile_membership(config: PoolConfig | None = None) -> dict[str, in
 async def rebuild_and_reconcile(
     epoch: int, holder: str, *, force: bool = False, still_leader: Callable[[], bool] = lambda: True
 ) -> RebuildOutcome:
-    requested = await get_redis().getdel(keys().pool_rebuild_request)
-    outcome = await rebuild_config(epoch, holder, force=force or bool(requested), still_leader=still_leader)
+    outcome = await rebuild_config(epoch, holder, force=force, still_leader=still_leader)
     if outcome.result in ("written", "unchanged") and still_leader():
+        # A request is answered only once a rebuild went through; a refused one leaves it for the next leader.
+        await get_redis().delete(keys().pool_rebuild_request)
         await reconcile_membership()
     return outcome
+
+
+async def rebuild_requested() -> bool:
+    return bool(await get_redis().exists(keys().pool_rebuild_request))
 
 
 async def request_rebuild(actor: str) -> int:

@@ -17,9 +17,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from nodes.health import CORE_SERVICES, pool_name
+from nodes.health import pool_name
 from pools.eligibility import OVERFLOW, Pool
-from pools.models import PoolConfigVersion
+from pools.models import LeaderEpoch, PoolConfigVersion
 from scheduler import audit, scripts
 from scheduler.redis import get_redis, keys
 
@@ -98,13 +98,14 @@ async def ensure_pool(languages: list[str], created_by: str) -> str:
     k = keys()
     args: list[str | int] = [
         name, json.dumps(name.split("-")), json.dumps(settings.POOL_REQUIRED_SERVICES), settings.POOL_MAX_POOLS,
-        created_by, "", settings.POOL_HISTORY_LENGTH,
+        created_by, "", settings.POOL_HISTORY_LENGTH, 0,
     ]
     result = await scripts.run("pool_ensure", [k.pool_config, k.pool_epoch, k.pool_history], args)
     if result[0] == "NO_CONFIG":
         # Redis has no configuration (first start, or it lost its data): continue versions from the audit
         # mirror so they never go backwards.
         args[5] = await database_sync_to_async(PoolConfigVersion.highest_version)()
+        args[7] = await database_sync_to_async(LeaderEpoch.floor)()
         result = await scripts.run("pool_ensure", [k.pool_config, k.pool_epoch, k.pool_history], args)
     if result[0] == "FULL":
         return OVERFLOW
@@ -120,9 +121,11 @@ async def ensure_pool(languages: list[str], created_by: str) -> str:
 
 
 def wants_membership(status: str, ready_services: set[str], languages: list[str]) -> bool:
-    """A node belongs in a pool while it is reachable, not drained, has its core services ready and
-    knows its language set; selection later narrows members to those `ready`."""
-    return status not in ("offline", "draining") and set(CORE_SERVICES) <= ready_services and bool(pool_name(languages))
+    """A node belongs in a pool while it is reachable, not drained, has the pools' required services
+    (`POOL_REQUIRED_SERVICES`: ASR, NMT and TTS) ready and knows its language set; selection later narrows
+    members to those `ready` and to the services a job's pipeline needs."""
+    required = set(settings.POOL_REQUIRED_SERVICES)
+    return status not in ("offline", "draining") and required <= ready_services and bool(pool_name(languages))
 
 
 async def place_node(node_id: str, *, member: bool, languages: list[str], member_of: str, actor: str) -> str:
@@ -168,19 +171,22 @@ async def resync_node(node_id: str, actor: str) -> str:
 
 
 async def pool_sizes() -> dict[str, dict[str, int]]:
-    """Per pool (overflow included): members, and how many of them are `ready` now."""
+    """Per pool (overflow included): members, and how many of them are `ready` now; two round trips."""
     config = await current_config()
     k = keys()
     client = get_redis()
+    names = [pool.name for pool in config.with_overflow()]
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.smembers(k.pool_members(name))
+        memberships = [sorted(members) for members in await pipe.execute()]
+    async with client.pipeline(transaction=False) as pipe:
+        for members in memberships:
+            for node_id in members:
+                pipe.hmget(k.node_meta(node_id), ["status", "drained"])
+        states = iter(await pipe.execute())
     sizes: dict[str, dict[str, int]] = {}
-    for pool in config.with_overflow():
-        members = sorted(await client.smembers(k.pool_members(pool.name)))
-        ready = 0
-        if members:
-            async with client.pipeline(transaction=False) as pipe:
-                for node_id in members:
-                    pipe.hmget(k.node_meta(node_id), ["status", "drained"])
-                for status, drained in await pipe.execute():
-                    ready += status == "ready" and drained != "1"
-        sizes[pool.name] = {"size": len(members), "ready": ready}
+    for name, members in zip(names, memberships, strict=True):
+        ready = sum(status == "ready" and drained != "1" for status, drained in (next(states) for _ in members))
+        sizes[name] = {"size": len(members), "ready": ready}
     return sizes

@@ -23,6 +23,7 @@ from access.auth import AuthRefused
 from nodes.api import NodeLinkError
 from nodes.api import link as node_link_router
 from nodes.api import router as nodes_router
+from pools.api import router as pools_router
 from scheduler import metrics
 from scheduler.redis import UNAVAILABLE
 
@@ -81,7 +82,8 @@ api = NinjaAPI(
 
 api.add_router("/nodes", nodes_router)
 api.add_router("/node-link", node_link_router)
-# Later: api.add_router("/pools", pools_router) and api.add_router("/jobs", jobs_router).
+api.add_router("/pools", pools_router)
+# Later: api.add_router("/jobs", jobs_router).
 
 
 def error_answer(

@@ -58,4 +58,6 @@ async def _advertise(open_sockets: int) -> None:
         )
         pipe.expire(k.instance(settings.INSTANCE_ID), ttl)
         pipe.zadd(k.instances, {settings.INSTANCE_ID: int(time.time())})
+        # Instances gone for a day are forgotten.
+        pipe.zremrangebyscore(k.instances, "-inf", time.time() - 86400)
         await pipe.execute()

@@ -67,3 +67,20 @@ def check_node_auth(app_configs: Any, **kwargs: Any) -> list[Warning]:
             id="scheduler.W005",
         )
     ]
+
+
+@register()
+def check_pool_lease_timings(app_configs: Any, **kwargs: Any) -> list[Error]:
+    # Fencing relies on this order: a leader renews several times before it gives up on itself, and gives
+    # up on itself before the lease can expire and go to another process.
+    renew, give_up, ttl = settings.POOL_LEASE_RENEW_S, settings.POOL_LEADER_GIVE_UP_S, settings.POOL_LEASE_TTL_S
+    if renew < give_up < ttl:
+        return []
+    return [
+        Error(
+            f"Pool lease timings must satisfy POOL_LEASE_RENEW_S ({renew}) < POOL_LEADER_GIVE_UP_S ({give_up}) "
+            f"< POOL_LEASE_TTL_S ({ttl}).",
+            hint="The defaults are 2 < 10 < 15.",
+            id="scheduler.E006",
+        )
+    ]

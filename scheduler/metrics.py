@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from pools.overview import PoolOverview
 
 NODE_REGISTRATIONS = Counter(
     "scheduler_node_registrations_total",
@@ -57,26 +62,58 @@ API_ERRORS = Counter(
 
 class LiveStateCollector:
     """Gauges that describe Redis state, computed once per scrape from Redis itself (not from counters a
-    process keeps), so every instance serves the same truth and a dead process leaves nothing stale."""
+    process keeps), so every instance serves the same truth and a dead process leaves nothing stale.
+
+    Counters kept in Redis by Lua scripts (leader changes, refused stale writes) are served here too, as
+    counters: they only grow, except when Redis loses its data, which Prometheus reads as a counter reset."""
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        # One definition for describe() and collect(), so the two cannot drift apart.
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        return {
+            "nodes": GaugeMetricFamily(
+                "scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"]
+            ),
+            "pool_nodes": GaugeMetricFamily(
+                "scheduler_pool_nodes",
+                "Members of each pool (overflow included): total, and ready (ready and not drained).",
+                labels=["pool", "state"],
+            ),
+            "pool_config_version": GaugeMetricFamily(
+                "scheduler_pool_config_version", "Version of the pool configuration in Redis."
+            ),
+            "pool_epoch": GaugeMetricFamily(
+                "scheduler_pool_epoch", "Highest fencing epoch granted to a pool leader (the current one's)."
+            ),
+            "pool_leader_present": GaugeMetricFamily(
+                "scheduler_pool_leader_present", "1 while some process holds the pool leader lease."
+            ),
+            "pool_leader_changes": CounterMetricFamily(
+                "scheduler_pool_leader_changes", "Pool leader lease acquisitions (each grants a new epoch)."
+            ),
+            "pool_stale_refusals": CounterMetricFamily(
+                "scheduler_pool_stale_epoch_refusals",
+                "Pool configuration writes refused because a newer leader epoch exists.",
+            ),
+            "up": GaugeMetricFamily(
+                "scheduler_redis_up", "1 when this process could read the live state from Redis."
+            ),
+        }
 
     def describe(self):  # type: ignore[no-untyped-def]
         # Registration asks for names; answering here keeps it from calling collect() (and Redis) at import.
-        from prometheus_client.core import GaugeMetricFamily
-
-        yield GaugeMetricFamily("scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"])
-        yield GaugeMetricFamily("scheduler_redis_up", "1 when this process could read the live state from Redis.")
+        yield from self._families().values()
 
     def collect(self):  # type: ignore[no-untyped-def]
-        from prometheus_client.core import GaugeMetricFamily
-
         from nodes.models import NodeStatus
-        from nodes.services import list_nodes
         from scheduler.redis import UNAVAILABLE, run_sync
 
-        nodes = GaugeMetricFamily("scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"])
-        up = GaugeMetricFamily("scheduler_redis_up", "1 when this process could read the live state from Redis.")
+        families = self._families()
+        up = families.pop("up")
         try:
-            live = run_sync(list_nodes)
+            live, pools = run_sync(_read_live_state)
         except UNAVAILABLE:
             up.add_metric([], 0)
             yield up
@@ -85,7 +122,23 @@ class LiveStateCollector:
         for node in live:
             counts[node["status"]] = counts.get(node["status"], 0) + 1
         for status, count in counts.items():
-            nodes.add_metric([status], count)
+            families["nodes"].add_metric([status], count)
+        for pool in pools.pools:
+            families["pool_nodes"].add_metric([pool.name, "total"], pool.size)
+            families["pool_nodes"].add_metric([pool.name, "ready"], pool.ready)
+        families["pool_config_version"].add_metric([], pools.version)
+        families["pool_epoch"].add_metric([], pools.highest_epoch)
+        families["pool_leader_present"].add_metric([], int(pools.leader is not None))
+        families["pool_leader_changes"].add_metric([], pools.leader_changes)
+        families["pool_stale_refusals"].add_metric([], pools.stale_refusals)
         up.add_metric([], 1)
-        yield nodes
+        yield from families.values()
         yield up
+
+
+async def _read_live_state() -> tuple[list[dict[str, Any]], PoolOverview]:
+    """Everything a scrape shows, read in one event loop: the nodes, then the pool overview."""
+    from nodes.services import list_nodes
+    from pools.overview import read_overview
+
+    return await list_nodes(), await read_overview()

@@ -36,27 +36,35 @@ def get_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: under a burst (hundreds of nodes registering at once) callers wait for a free
+        # connection; redis-py's default pool instead fails the 101st concurrent call at once with
+        # "Too many connections", which would read as Redis being down.
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_url(),
             decode_responses=True,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,
         )
-        _async_clients[loop] = client
+        client = _async_clients[loop] = aioredis.Redis(connection_pool=pool)
     return client
 
 
 def get_sync_redis() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(
+        pool = redis.BlockingConnectionPool.from_url(
             redis_url(),
             decode_responses=True,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,
         )
+        _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
 

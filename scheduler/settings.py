@@ -107,6 +107,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 REDIS_URL = envstr("REDIS_URL", "")
 REDIS_KEY_PREFIX = envstr("REDIS_KEY_PREFIX", "sched")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
+REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 64, minimum=2)
 
 CHANNEL_LAYERS = {
     "default": {
@@ -155,7 +156,8 @@ NODE_HTTP_DISPATCH_TIMEOUT_S = envfloat("NODE_HTTP_DISPATCH_TIMEOUT_S", 5.0, min
 
 POOL_MAX_POOLS = envint("POOL_MAX_POOLS", 50, minimum=1)
 POOL_MIN_NODES_PER_POOL = envint("POOL_MIN_NODES_PER_POOL", 1, minimum=1)
-POOL_REQUIRED_SERVICES = envlist("POOL_REQUIRED_SERVICES", ["asr", "nmt", "tts", "semantic"])
+# Services a node must have ready to be a pool member; the semantic-repair gate is its language set.
+POOL_REQUIRED_SERVICES = envlist("POOL_REQUIRED_SERVICES", ["asr", "nmt", "tts"])
 POOL_LEASE_TTL_S = envfloat("POOL_LEASE_TTL_S", 15.0, minimum=0.5)
 POOL_LEASE_RENEW_S = envfloat("POOL_LEASE_RENEW_S", 2.0, minimum=0.05)
 POOL_LEADER_GIVE_UP_S = envfloat("POOL_LEADER_GIVE_UP_S", 10.0, minimum=0.1)

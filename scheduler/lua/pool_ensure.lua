@@ -3,7 +3,7 @@
 -- lose each other's pool.
 -- KEYS: 1 config hash, 2 epoch counter, 3 history list
 -- ARGV: 1 name, 2 languages (JSON array), 3 required services (JSON array), 4 max pools, 5 created_by,
---       6 version floor ("" when unknown), 7 history length
+--       6 version floor ("" when unknown), 7 history length, 8 epoch floor
 -- Returns: {"EXISTS", pool_id} | {"FULL"} | {"NO_CONFIG"} | {"CREATED", pool_id, version, generated_at_ms}
 local raw = redis.call('HGET', KEYS[1], 'json')
 if not raw and ARGV[6] == '' then return {'NO_CONFIG'} end
@@ -20,7 +20,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') or 0
 version = math.max(version, tonumber(ARGV[6]) or 0) + 1
-local epoch = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+-- After Redis lost its data the counter restarts at 0; the floor (the database's mark) keeps the
+-- configuration's epoch from going backwards until a leader acquires above it.
+local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') or 0, tonumber(ARGV[8]) or 0)
 local pool_id = math.max(tonumber(redis.call('HGET', KEYS[1], 'next_pool_id') or '1') or 1, highest + 1)
 pools[#pools + 1] = {
   pool_id = pool_id, name = ARGV[1], languages = cjson.decode(ARGV[2]), required_services = cjson.decode(ARGV[3])
