@@ -460,7 +460,7 @@ class NodeTokenAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
         already = set(queryset.filter(revoked_at__isnull=False).values_list("id", flat=True))
         ids = list(queryset.values_list("id", flat=True))
         actor = _actor(request)
-        # Already revoked tokens go through the service too: it re-asserts the revoked set in Redis.
+        # Already revoked tokens go through the service too: it re-flags their live nodes in Redis.
         outcomes = _for_each(lambda token_id: services.revoke_token(token_id, actor), ids)
         done = [
             f"{token_id} ({told} live connection{'s' if told != 1 else ''} closed)"

@@ -113,8 +113,8 @@ def authenticate_token(presented: str | None) -> TokenInfo | None:
 async def revoke_token(token_id: str, actor: str) -> int:
     """Revoke a token and close every live socket that uses it; returns how many nodes were told.
 
-    Steps: mark it revoked in the database (new handshakes fail), add it to the revoked set in Redis
-    (heartbeats of its sockets fail, covering sockets a lost channel message missed), then tell the sockets.
+    Steps: mark it revoked in the database (new handshakes fail), flag every live node of the token in
+    Redis (their next heartbeat closes the socket, covering a lost channel message), then tell the sockets.
     """
     updated = await database_sync_to_async(
         lambda: NodeToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(
@@ -127,13 +127,15 @@ async def revoke_token(token_id: str, actor: str) -> int:
             details={"token_id": token_id},
         )
     # If Redis is down this raises after the database already refuses the token; running it again
-    # finishes the job (every step is idempotent).
-    await get_redis().sadd(keys().revoked_tokens, token_id)
+    # finishes the job (every step is idempotent). The flag on each node makes its next heartbeat close
+    # the socket even if the close message below is lost (the channel layer is at-most-once).
     told = 0
     for node in await list_nodes():
-        if node["token_id"] == token_id and node["channel"]:
-            await connections.close_connection(node["channel"], CLOSE_TOKEN_REVOKED)
-            told += 1
+        if node["token_id"] == token_id:
+            await get_redis().hset(keys().node_meta(node["node_id"]), "token_revoked", "1")
+            if node["channel"]:
+                await connections.close_connection(node["channel"], CLOSE_TOKEN_REVOKED)
+                told += 1
     log.info("node token revoked", extra={"event": "token_revoked", "token_id": token_id})
     return told
 
@@ -340,9 +342,6 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
     Returns "stale" when a newer connection owns the node, "revoked" when the token was revoked or expired,
     "unknown" when Redis no longer knows the node (the caller re-registers it from what it sent before).
     """
-    if conn.token and await _token_revoked(conn.token):
-        metrics.NODE_HEARTBEATS.labels(result="revoked").inc()
-        return HeartbeatOutcome("revoked")
     semantic = message.language_capabilities.semantic_languages if message.language_capabilities else None
     if semantic is None:
         semantic = await _stored_languages(message.node_id)
@@ -373,8 +372,10 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
     if result[0] == "STALE":
         metrics.NODE_HEARTBEATS.labels(result="stale").inc()
         return HeartbeatOutcome("stale")
-    _, old_status, new_status, deadline, now, member_of = result
-    await get_redis().zadd(keys().node_deadlines, {message.node_id: int(deadline)})
+    if result[0] == "REVOKED":
+        metrics.NODE_HEARTBEATS.labels(result="revoked").inc()
+        return HeartbeatOutcome("revoked")
+    _, old_status, new_status, _deadline, now, member_of = result
     await pools.place_node(
         message.node_id,
         member=pools.wants_membership(new_status, ready_services(message.capability_by_type), semantic),
@@ -389,12 +390,6 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
         # Keep the audit mirror's last-seen roughly fresh without one database write per heartbeat.
         await audit.record("node", type="seen", node_id=message.node_id, at=int(now))
     return HeartbeatOutcome("ok", new_status)
-
-
-async def _token_revoked(token: TokenInfo) -> bool:
-    if token.expires_at_ms and token.expires_at_ms <= _now_ms():
-        return True
-    return bool(await get_redis().sismember(keys().revoked_tokens, token.id))
 
 
 async def _stored_languages(node_id: str) -> list[str]:

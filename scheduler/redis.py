@@ -124,10 +124,6 @@ class Keys:
         return f"{self.prefix}:nodes:deadlines"
 
     @property
-    def revoked_tokens(self) -> str:
-        return f"{self.prefix}:tokens:revoked"
-
-    @property
     def audit_stream(self) -> str:
         return f"{self.prefix}:audit"
 

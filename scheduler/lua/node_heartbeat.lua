@@ -6,7 +6,11 @@
 --       6 consecutive failures, 7 window size, 8 failures in window, 9 capabilities TTL s,
 --       10 meta fields (JSON object of strings), 11 capability fields (JSON object, "" keeps the stored ones),
 --       12 reason of the check result
--- Returns: {"UNKNOWN"} | {"STALE"} | {"OFFLINE"} | {"OK", old_status, new_status, deadline_ms, now_ms, member_of}
+-- Returns: {"UNKNOWN"} | {"STALE"} | {"OFFLINE"} | {"REVOKED"} |
+--          {"OK", old_status, new_status, deadline_ms, now_ms, member_of}
+-- The node's deadline in the global index is not touched here (another slot): the sweep reschedules it
+-- from `last_seen_at` when it comes due, which costs one check per node per timeout instead of a write per
+-- heartbeat.
 local function effective(status, drained)
   if status == 'offline' then return 'offline' end
   if drained == '1' then return 'draining' end
@@ -22,6 +26,10 @@ if status == 'offline' then return {'OFFLINE'} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expires = tonumber(redis.call('HGET', KEYS[1], 'token_expires_at') or '0') or 0
+if redis.call('HGET', KEYS[1], 'token_revoked') == '1' or (expires > 0 and expires <= now) then
+  return {'REVOKED'}
+end
 local drained = redis.call('HGET', KEYS[1], 'drained') or '0'
 local ok = ARGV[3] == '1'
 local streak = tonumber(redis.call('HGET', KEYS[1], 'fail_streak') or '0') or 0

@@ -20,9 +20,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') or 0
 version = math.max(version, tonumber(ARGV[6]) or 0) + 1
--- After Redis lost its data the counter restarts at 0; the floor (the database's mark) keeps the
--- configuration's epoch from going backwards until a leader acquires above it.
-local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') or 0, tonumber(ARGV[8]) or 0)
+-- After Redis lost its data the counter restarts at 0; the floor (the database's mark, passed when the
+-- configuration is missing) and the configuration's own epoch keep it from going backwards until a
+-- leader acquires above them.
+local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') or 0, tonumber(ARGV[8]) or 0,
+  tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') or 0)
 local pool_id = math.max(tonumber(redis.call('HGET', KEYS[1], 'next_pool_id') or '1') or 1, highest + 1)
 pools[#pools + 1] = {
   pool_id = pool_id, name = ARGV[1], languages = cjson.decode(ARGV[2]), required_services = cjson.decode(ARGV[3])
