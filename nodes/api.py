@@ -310,7 +310,7 @@ async def link_message(request: HttpRequest, node_id: str) -> Status[dict[str, A
         services.report_node_error(message)
         return Status(200, {"accepted": message.type, "node_id": node_id})
     # Accepted (202) rather than refused, so a node's result sender does not retry them forever.
-    services.job_message_without_job(message)
+    await services.job_message(message)
     return Status(202, {"accepted": message.type, "node_id": node_id})
 
 

@@ -117,9 +117,12 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc)
         except RegistrationRejected as exc:
             await self.send_frame({"type": "error", "code": exc.code, "message": exc.message, "details": exc.details})
-        except UNAVAILABLE:
+        except UNAVAILABLE as exc:
             metrics.NODE_BAD_MESSAGES.labels(code="DEPENDENCY_DOWN").inc()
-            log.warning("node message not processed: Redis unavailable", extra={"event": "redis_down", "node_id": self.node_id or ""})
+            log.warning(
+                "node message not processed: Redis unavailable",
+                extra={"event": "redis_down", "node_id": self.node_id or "", "reason": f"{type(exc).__name__}: {exc}"[:200]},
+            )
             await self.send_frame(
                 {"type": "error", "code": "DEPENDENCY_DOWN", "message": "the scheduler's state store is unavailable; retry later"}
             )
@@ -189,19 +192,19 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     async def on_job_ack(self, message: JobAck) -> None:
         self._require_node(message.node_id)
-        services.job_message_without_job(message)
+        await services.job_message(message)
 
     async def on_job_started(self, message: JobStarted) -> None:
         self._require_node(message.node_id)
-        services.job_message_without_job(message)
+        await services.job_message(message)
 
     async def on_asr_partial(self, message: AsrPartial) -> None:
         self._require_node(message.node_id)
-        services.job_message_without_job(message)
+        await services.job_message(message)
 
     async def on_job_result(self, message: JobResult) -> None:
         self._require_node(message.node_id)
-        services.job_message_without_job(message)
+        await services.job_message(message)
 
     async def on_node_error(self, message: NodeError) -> None:
         self._require_node(message.node_id)

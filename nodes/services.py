@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from jobs import services as jobs
 from nodes import connections
 from nodes.health import check_heartbeat, pool_name, ready_services
 from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
@@ -96,17 +97,20 @@ class HeartbeatOutcome:
 # --- tokens -------------------------------------------------------------------------------------------------
 
 
-@database_sync_to_async
-def authenticate_token(presented: str | None) -> TokenInfo | None:
+async def authenticate_token(presented: str | None) -> TokenInfo | None:
+    """The token a node presents, checked against the database (a read); the last-use stamp is written
+    in the background, so a busy database never slows a handshake past the server's connect timeout."""
     if not presented:
         return None
-    token = NodeToken.authenticate(presented)
+    token = await database_sync_to_async(NodeToken.authenticate)(presented)
     if token is None:
         return None
     now = timezone.now()
     # Minute precision is plenty for spotting unused tokens and spares HTTP nodes a write per message.
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_RESOLUTION:
-        NodeToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        connections.spawn(
+            database_sync_to_async(NodeToken.objects.filter(pk=token.pk).update)(last_used_at=now)
+        )
     return TokenInfo(id=token.id, node_id=token.node_id, expires_at_ms=token.expires_at_ms)
 
 
@@ -473,6 +477,9 @@ async def status_changed(
     if new in (NodeStatus.OFFLINE, NodeStatus.DRAINING) or old in (NodeStatus.OFFLINE, NodeStatus.DRAINING):
         # Leaving or re-entering service changes pool membership; heartbeats handle the other cases.
         await pools.resync_node(node_id, actor)
+    if new == NodeStatus.OFFLINE:
+        # Its attempts go elsewhere now rather than at their timeouts (a drained node finishes its own).
+        await jobs.node_went_offline(node_id)
     if record_event:
         await audit.record(
             "node", type="event", node_id=node_id, kind=NodeEvent.Kind.STATUS_CHANGED, to=new, reason=reason,
@@ -495,12 +502,16 @@ def report_node_error(message: NodeError) -> None:
     )
 
 
-def job_message_without_job(message: JobAck | JobStarted | AsrPartial | JobResult) -> None:
-    """Until job state exists, no node holds a job: PROTOCOL says such messages change nothing."""
-    log.info(
-        "job message for a job this node does not hold",
-        extra={"event": "job_message_ignored", "node_id": message.node_id, "job_id": message.job_id[:64]},
-    )
+async def job_message(message: JobAck | JobStarted | AsrPartial | JobResult) -> None:
+    """A node's message about a job: handed to the job path, which ignores it unless the node holds the
+    job on that attempt (PROTOCOL)."""
+    handler = {
+        "job_ack": jobs.on_job_ack,
+        "job_started": jobs.on_job_started,
+        "asr_partial": jobs.on_asr_partial,
+        "job_result": jobs.on_job_result,
+    }[message.type]
+    await handler(message, message.node_id)
 
 
 # --- operator actions --------------------------------------------------------------------------------------------

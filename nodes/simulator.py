@@ -14,10 +14,13 @@ This module must stay importable without Django settings: load tests and the tes
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import math
 import random
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -53,6 +56,19 @@ _IDLE_RERUN_METRICS: dict[str, int] = {
 }
 
 ReopenHeartbeat = Literal["after_register", "before_register", "off"]
+JobOutcome = Literal["success", "failure", "model_not_available", "silent_drop"]
+
+# The only service the simulator ever reports missing, in the real node's MODEL_NOT_AVAILABLE shape.
+MNA_SERVICE_VERSION = "1.0"
+MNA_REASON = "not_installed"
+# A few bytes of TTS audio in the node's "Plan A" framing (uint16 little-endian length, then one Opus
+# packet; 0xF8 0xFF 0xFE is an Opus silence frame), so a server that unwraps the framing finds it well formed.
+_TTS_PACKET = b"\xf8\xff\xfe"
+SIMULATED_TTS_AUDIO = base64.b64encode(struct.pack("<H", len(_TTS_PACKET)) + _TTS_PACKET).decode("ascii")
+# Share of the processing time each pipeline stage reports in `extra.service_timings`.
+_STAGE_SHARES = (("asr", "use_asr", 0.45), ("nmt", "use_nmt", 0.15), ("tts", "use_tts", 0.40))
+# Streaming partials are capped so a long job with a short interval cannot flood the socket.
+MAX_PARTIALS_PER_JOB = 10
 
 
 def reconnect_delays(initial_s: float, maximum_s: float) -> Iterator[float]:
@@ -100,13 +116,63 @@ class SimulatedNodeConfig:
     open_timeout_s: float = 10.0
     close_timeout_s: float = 5.0
     seed: int | None = None
+    # --- job answering: the real node's pipeline, simulated --------------------------------------------
+    # Mean time from job_assign to job_result; 0 answers at once.
+    processing_ms: float = 200.0
+    # Latency is drawn uniformly in [processing_ms - jitter, processing_ms + jitter], floored at 0.
+    processing_jitter_ms: float = 0.0
+    # Exclusive outcome probabilities drawn once per job (what they leave over is success), so their sum
+    # must not exceed 1. A failure is a PROCESSING_ERROR result after the latency; a model-not-available
+    # answers at once, as the real node fails before starting the pipeline; a silent drop processes and
+    # then never answers (the job timeout has to decide, like a real job whose audio stayed buffered).
+    failure_rate: float = 0.0
+    model_not_available_rate: float = 0.0
+    silent_drop_rate: float = 0.0
+    # Probability that a successful result is followed by an empty write-off result for an earlier job of
+    # this node (the real node's audio merging, `extra.reason: "NO_TEXT_ASSIGNED"`).
+    write_off_rate: float = 0.0
+    # Send `asr_partial` frames before the result when the job asks for `enable_streaming_asr`.
+    stream_partials: bool = True
+    # The real node also refuses a second job for the same (session_id, utterance_index). Off by default:
+    # a scheduler may legitimately retry an utterance elsewhere and simulated nodes are often shared
+    # between unrelated tests that reuse session ids; turn it on to test that invariant.
+    reject_duplicate_utterance: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("failure_rate", "model_not_available_rate", "silent_drop_rate", "write_off_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        exclusive = self.failure_rate + self.model_not_available_rate + self.silent_drop_rate
+        # A little slack for float sums such as 0.1 + 0.2 + 0.7.
+        if exclusive > 1.0 + 1e-9:
+            raise ValueError(
+                "failure_rate + model_not_available_rate + silent_drop_rate must not exceed 1, "
+                f"got {exclusive:g}"
+            )
+        if self.processing_ms < 0:
+            raise ValueError(f"processing_ms must not be negative, got {self.processing_ms}")
+        if self.processing_jitter_ms < 0:
+            raise ValueError(f"processing_jitter_ms must not be negative, got {self.processing_jitter_ms}")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What the simulated pipeline will do with one job, drawn up front so outcomes depend only on the
+    seed and the order jobs arrive in, never on timing."""
+
+    outcome: JobOutcome
+    latency_s: float
+    write_off: bool
 
 
 class SimulatedNode:
-    """One simulated lingua node: connects, registers, heartbeats, reconnects and records what it hears.
+    """One simulated lingua node: connects, registers, heartbeats, reconnects, answers jobs like the real
+    node (see `on_job_assign` and the job fields of `SimulatedNodeConfig`) and records what it hears.
 
-    Everything received is kept in plain lists so tests can assert on it; `wait_for` wakes up on every
-    change of that state.
+    Everything received is kept in plain lists so tests can assert on it, next to the job counters
+    (`peak_concurrency`, `results_sent`, `jobs_completed`, `duplicates_seen`, `outcomes`); `wait_for`
+    wakes up on every change of that state.
     """
 
     def __init__(self, config: SimulatedNodeConfig) -> None:
@@ -130,9 +196,28 @@ class SimulatedNode:
         self.draining: bool = False
         # Jobs a processing hook considers in flight; the heartbeat reports their count as running_jobs.
         self.active_jobs: dict[str, Message] = {}
+        # Counters for tests and the status line.
+        self.peak_concurrency: int = 0  # most jobs in flight at once
+        self.results_sent: int = 0  # every job_result frame delivered, write-offs and refusals included
+        self.jobs_completed: int = 0  # jobs that got their own result (success or error), refusals excluded
+        self.duplicates_seen: int = 0  # job_assigns refused as DUPLICATE_JOB_ID (or _UTTERANCE_INDEX)
+        # Per outcome: success, failure, model_not_available, silent_drop, duplicate, cancelled,
+        # write_off, undelivered (the socket was gone when the result was ready).
+        self.outcomes: Counter[str] = Counter()
+        # Like the real node's per-process dedup: kept across reconnects, never cleared.
+        self.seen_job_ids: set[str] = set()
+        self._seen_utterances: set[tuple[Any, Any]] = set()
+        # Jobs taken for processing, oldest first: the write-off candidates.
+        self._job_history: dict[str, Message] = {}
+        self._unanswered: set[str] = set()
+        self._written_off: set[str] = set()
+        self._cancel_events: dict[str, asyncio.Event] = {}
         self.gpu_queue_length: int = 0
         self._window_efficiencies: dict[str, list[float]] = {}
         self._rng = random.Random(config.seed)
+        # A separate stream for job outcomes, so the number of heartbeats sent so far (which draw from
+        # `_rng`) cannot change which job fails.
+        self._job_rng = random.Random(None if config.seed is None else f"jobs-{config.seed}")
         self._ws: ClientConnection | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[None]] = set()
@@ -234,15 +319,255 @@ class SimulatedNode:
     async def on_job_assign(self, message: Message) -> None:
         """Hook for job processing. The job is already in `job_assigns` (and acked if `send_ack`).
 
-        The default does nothing else, like a node whose pipeline never answers; subclasses answer with
-        `job_result` via `send()` and may track the job in `active_jobs` so heartbeats count it.
+        The default answers like a real node, shaped by the config: a job id seen before is refused with
+        a DUPLICATE_JOB_ID PROCESSING_ERROR; otherwise the job is in flight (`active_jobs`, counted by
+        heartbeats) for its latency, streams `asr_partial`s if asked to, and ends as drawn by `plan_job`.
+        Subclasses may replace it entirely.
         """
+        job_id = message.get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            logger.warning("%s: ignoring a job_assign without a job_id", self.name)
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Everything up to the first await runs in arrival order (hooks start FIFO), which keeps dedup
+        # and the seeded draws deterministic however the jobs overlap later.
+        if job_id in self.seen_job_ids:
+            await self._refuse(message, f"DUPLICATE_JOB_ID: job {job_id} was already received by this node")
+            return
+        self.seen_job_ids.add(job_id)
+        if self.config.reject_duplicate_utterance:
+            utterance = (message.get("session_id"), message.get("utterance_index"))
+            if utterance in self._seen_utterances:
+                await self._refuse(
+                    message,
+                    f"DUPLICATE_UTTERANCE_INDEX: session {utterance[0]} utterance {utterance[1]} "
+                    "was already received by this node",
+                )
+                return
+            self._seen_utterances.add(utterance)
+        plan = self.plan_job()
+        if plan.outcome == "model_not_available":
+            self._job_history[job_id] = message
+            self.outcomes["model_not_available"] += 1
+            if await self._send_result(self.build_model_not_available(message, _elapsed_ms(loop, started))):
+                self.jobs_completed += 1
+            return
+
+        cancelled = asyncio.Event()
+        self._cancel_events[job_id] = cancelled
+        self._job_history[job_id] = message
+        self.active_jobs[job_id] = message
+        self.peak_concurrency = max(self.peak_concurrency, len(self.active_jobs))
+        self._notify()
+        try:
+            finished = await self._process(message, plan, cancelled, started)
+        finally:
+            # Out of flight before the result goes out, so no heartbeat counts a job already answered.
+            self.active_jobs.pop(job_id, None)
+            self._cancel_events.pop(job_id, None)
+            self._notify()
+        if not finished:
+            self.outcomes["cancelled"] += 1
+            return
+        self.outcomes[plan.outcome] += 1
+        if plan.outcome == "silent_drop":
+            self._unanswered.add(job_id)
+            return
+        elapsed_ms = _elapsed_ms(loop, started)
+        if plan.outcome == "failure":
+            result = self.build_error_result(
+                message, "PROCESSING_ERROR", "SIMULATED_FAILURE: injected by failure_rate", elapsed_ms
+            )
+        else:
+            result = self.build_success_result(message, elapsed_ms)
+        if not await self._send_result(result):
+            return
+        self.jobs_completed += 1
+        if plan.outcome == "success" and plan.write_off:
+            target = self._write_off_target(job_id)
+            if target is not None:
+                self._written_off.add(target["job_id"])
+                self._unanswered.discard(target["job_id"])
+                if await self._send_result(self.build_write_off(message, target)):
+                    self.outcomes["write_off"] += 1
 
     async def on_job_cancel(self, message: Message) -> None:
-        """Hook for cancellation. The default forgets the job, as the client's best-effort cancelJob does."""
+        """Hook for cancellation: stops the job in flight (no result follows), as the client's cancelJob."""
         job_id = message.get("job_id")
         if isinstance(job_id, str):
             self.active_jobs.pop(job_id, None)
+            event = self._cancel_events.get(job_id)
+            if event is not None:
+                event.set()
+
+    def plan_job(self) -> JobPlan:
+        """Draw one job's fate from the job stream: always three draws, whatever the outcome."""
+        config = self.config
+        roll, jitter_roll, write_off_roll = (self._job_rng.random() for _ in range(3))
+        outcome: JobOutcome = "success"
+        threshold = 0.0
+        bands: tuple[tuple[JobOutcome, float], ...] = (
+            ("silent_drop", config.silent_drop_rate),
+            ("model_not_available", config.model_not_available_rate),
+            ("failure", config.failure_rate),
+        )
+        for candidate, rate in bands:
+            threshold += rate
+            if roll < threshold:
+                outcome = candidate
+                break
+        jitter = config.processing_jitter_ms * (2.0 * jitter_roll - 1.0)
+        latency_s = max(0.0, config.processing_ms + jitter) / 1000.0
+        return JobPlan(outcome=outcome, latency_s=latency_s, write_off=write_off_roll < config.write_off_rate)
+
+    # --- job processing -----------------------------------------------------------------------------
+
+    async def _process(
+        self, message: Message, plan: JobPlan, cancelled: asyncio.Event, started: float
+    ) -> bool:
+        """Spend the job's latency, streaming partials if asked; False when a job_cancel stopped it."""
+        loop = asyncio.get_running_loop()
+        deadline = started + plan.latency_s
+        if self.config.stream_partials and message.get("enable_streaming_asr") is True:
+            words = _asr_text(message).split()
+            offsets = _partial_offsets(plan.latency_s, message.get("partial_update_interval_ms"))
+            for index, offset in enumerate(offsets):
+                if await _wait_cancelled(cancelled, started + offset - loop.time()):
+                    return False
+                shown = max(1, math.ceil(len(words) * (index + 1) / (len(offsets) + 1)))
+                await self._send_quietly(self.build_asr_partial(message, " ".join(words[:shown]), False))
+            if await _wait_cancelled(cancelled, deadline - loop.time()):
+                return False
+            await self._send_quietly(self.build_asr_partial(message, " ".join(words), True))
+            return not cancelled.is_set()
+        return not await _wait_cancelled(cancelled, deadline - loop.time())
+
+    async def _refuse(self, message: Message, text: str) -> None:
+        # The real node throws before touching the pipeline; its result carries the thrown text.
+        self.duplicates_seen += 1
+        self.outcomes["duplicate"] += 1
+        await self._send_result(self.build_error_result(message, "PROCESSING_ERROR", text, 0))
+
+    def _write_off_target(self, current_job_id: str) -> Message | None:
+        """An earlier job of this node that is not in flight and not yet written off; jobs that never got
+        a result of their own come first, since those are the ones whose audio the real node absorbs."""
+        candidates = [
+            job
+            for job_id, job in reversed(self._job_history.items())
+            if job_id != current_job_id and job_id not in self.active_jobs and job_id not in self._written_off
+        ]
+        for job in candidates:
+            if job["job_id"] in self._unanswered:
+                return job
+        return candidates[0] if candidates else None
+
+    async def _send_quietly(self, message: Message) -> bool:
+        # A result that finds the socket gone is lost, as on the real node; the job timeout decides then.
+        try:
+            await self.send(message)
+        except (ConnectionError, ConnectionClosed):
+            logger.info(
+                "%s: %s for %s lost: not connected", self.name, message["type"], message.get("job_id")
+            )
+            return False
+        return True
+
+    async def _send_result(self, result: Message) -> bool:
+        if not await self._send_quietly(result):
+            self.outcomes["undelivered"] += 1
+            return False
+        self.results_sent += 1
+        return True
+
+    def build_success_result(self, assign: Message, processing_time_ms: int) -> Message:
+        pipeline = assign.get("pipeline") if isinstance(assign.get("pipeline"), dict) else {}
+        timings = {
+            f"{stage}_ms": round(processing_time_ms * share)
+            for stage, flag, share in _STAGE_SHARES
+            if pipeline.get(flag, True) is not False
+        }
+        timings["total_ms"] = processing_time_ms
+        result = self._result_head(assign, success=True)
+        result.update(
+            {
+                "text_asr": _asr_text(assign),
+                "text_translated": f"[{assign.get('tgt_lang')}] simulated translation of utterance "
+                f"{assign.get('utterance_index')}",
+                "tts_audio": SIMULATED_TTS_AUDIO if pipeline.get("use_tts", True) is not False else "",
+                "tts_format": "opus",
+                "extra": {"service_timings": timings},
+                "processing_time_ms": processing_time_ms,
+                "trace_id": assign.get("trace_id"),
+            }
+        )
+        return result
+
+    def build_error_result(
+        self, assign: Message, code: str, text: str, processing_time_ms: int, details: Message | None = None
+    ) -> Message:
+        error: Message = {"code": code, "message": text}
+        if details is not None:
+            error["details"] = details
+        result = self._result_head(assign, success=False)
+        result.update(
+            {"processing_time_ms": processing_time_ms, "trace_id": assign.get("trace_id"), "error": error}
+        )
+        return result
+
+    def build_model_not_available(self, assign: Message, processing_time_ms: int) -> Message:
+        return self.build_error_result(
+            assign,
+            "MODEL_NOT_AVAILABLE",
+            f"Service {NMT_SERVICE_ID}@{MNA_SERVICE_VERSION} is not available: {MNA_REASON}",
+            processing_time_ms,
+            {"service_id": NMT_SERVICE_ID, "service_version": MNA_SERVICE_VERSION, "reason": MNA_REASON},
+        )
+
+    def build_write_off(self, main: Message, target: Message) -> Message:
+        """The real node's empty result for a job whose audio another job absorbed: built from the main
+        job's result, so it carries the main job's attempt_id and trace_id, with the absorbed job's id,
+        session and utterance index."""
+        return {
+            "type": "job_result",
+            "job_id": target.get("job_id"),
+            "attempt_id": main.get("attempt_id"),
+            "node_id": self.node_id,
+            "session_id": target.get("session_id"),
+            "utterance_index": target.get("utterance_index"),
+            "success": True,
+            "text_asr": "",
+            "text_translated": "",
+            "tts_audio": "",
+            "tts_format": "opus",
+            "extra": {"reason": "NO_TEXT_ASSIGNED"},
+            "processing_time_ms": 0,
+            "trace_id": main.get("trace_id"),
+        }
+
+    def build_asr_partial(self, assign: Message, text: str, is_final: bool) -> Message:
+        return {
+            "type": "asr_partial",
+            "node_id": self.node_id,
+            "session_id": assign.get("session_id"),
+            "utterance_index": assign.get("utterance_index"),
+            "job_id": assign.get("job_id"),
+            "text": text,
+            "is_final": is_final,
+            "trace_id": assign.get("trace_id"),
+        }
+
+    def _result_head(self, assign: Message, *, success: bool) -> Message:
+        # attempt_id is echoed untouched: the real node neither checks nor increments it.
+        return {
+            "type": "job_result",
+            "job_id": assign.get("job_id"),
+            "attempt_id": assign.get("attempt_id"),
+            "node_id": self.node_id,
+            "session_id": assign.get("session_id"),
+            "utterance_index": assign.get("utterance_index"),
+            "success": success,
+        }
 
     # --- message builders ---------------------------------------------------------------------------
 
@@ -523,6 +848,38 @@ class SimulatedNode:
         self._changed = asyncio.Event()
 
 
+def _elapsed_ms(loop: asyncio.AbstractEventLoop, started: float) -> int:
+    return max(0, round((loop.time() - started) * 1000))
+
+
+async def _wait_cancelled(cancelled: asyncio.Event, delay_s: float) -> bool:
+    """Sleep `delay_s` unless cancelled first; whether the job was cancelled."""
+    if cancelled.is_set():
+        return True
+    if delay_s <= 0:
+        # Still yield once, so a job with zero latency lets other frames through like any other.
+        await asyncio.sleep(0)
+        return cancelled.is_set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(cancelled.wait(), delay_s)
+    return cancelled.is_set()
+
+
+def _asr_text(assign: Message) -> str:
+    return f"[{assign.get('src_lang')}] simulated speech of utterance {assign.get('utterance_index')}"
+
+
+def _partial_offsets(latency_s: float, interval_ms: Any) -> list[float]:
+    """When non-final partials go out, in seconds after the assign: every `partial_update_interval_ms`
+    within the latency, or one halfway when the job is shorter than an interval or names none."""
+    if isinstance(interval_ms, int | float) and not isinstance(interval_ms, bool) and interval_ms > 0:
+        interval_s = interval_ms / 1000.0
+        offsets = [interval_s * k for k in range(1, MAX_PARTIALS_PER_JOB + 1) if interval_s * k < latency_s]
+        if offsets:
+            return offsets
+    return [latency_s / 2.0]
+
+
 def _capability_by_type(services: list[Message]) -> list[Message]:
     # Same aggregation as the client: ready when some running GPU implementation exists, plus the
     # non-schema `devices` list and no `reason`.
@@ -610,8 +967,28 @@ class Fleet:
         return (
             f"{time.strftime('%H:%M:%S')} connected {self.connected_count}/{total} "
             f"registered {self.registered_count}/{total} statuses {status_text} "
-            f"jobs {jobs} errors {errors} rejected-handshakes {rejected}"
+            f"jobs {jobs} completed {self.jobs_completed} in-flight {self.running_jobs} "
+            f"peak-concurrency {self.peak_concurrency} errors {errors} rejected-handshakes {rejected}"
         )
+
+    @property
+    def jobs_completed(self) -> int:
+        return sum(node.jobs_completed for node in self.nodes)
+
+    @property
+    def running_jobs(self) -> int:
+        return sum(len(node.active_jobs) for node in self.nodes)
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The highest per-node peak: what to compare with a node's capacity."""
+        return max((node.peak_concurrency for node in self.nodes), default=0)
+
+    def outcome_counts(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for node in self.nodes:
+            total.update(node.outcomes)
+        return total
 
     async def run_forever(
         self,

@@ -20,11 +20,13 @@ from ninja.errors import HttpError, ValidationError
 from ninja.openapi.docs import render_template
 
 from access.auth import AuthRefused
+from jobs.api import router as jobs_router
 from nodes.api import NodeLinkError
 from nodes.api import link as node_link_router
 from nodes.api import router as nodes_router
 from pools.api import router as pools_router
 from scheduler import metrics
+from scheduler.api_errors import ApiError
 from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ api = NinjaAPI(
 api.add_router("/nodes", nodes_router)
 api.add_router("/node-link", node_link_router)
 api.add_router("/pools", pools_router)
+api.add_router("/jobs", jobs_router)
 # Later: api.add_router("/jobs", jobs_router).
 
 
@@ -151,6 +154,11 @@ def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
         f"the body may hold at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
         {"limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
     )
+
+
+@api.exception_handler(ApiError)
+def api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return error_answer(request, exc.status, exc.code, exc.message, exc.details)
 
 
 @api.exception_handler(NodeLinkError)

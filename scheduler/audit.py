@@ -29,6 +29,7 @@ CLAIM_IDLE_MS = 60_000
 APPLIERS: dict[str, str] = {
     "node": "nodes.audit.apply_entries",
     "pools": "pools.audit.apply_entries",
+    "jobs": "jobs.audit.apply_entries",
 }
 
 

@@ -16,14 +16,18 @@ from scheduler.redis import UNAVAILABLE, get_redis, keys
 log = logging.getLogger(__name__)
 
 _task: asyncio.Task[None] | None = None
+_jobs_task: asyncio.Task[None] | None = None
 STARTED_AT = time.time()
 
 
 def ensure_started() -> None:
     """Start the loop on the running event loop once (daphne has no lifespan events to hook)."""
-    global _task
-    if _task is None or _task.done() or _task.get_loop() is not asyncio.get_running_loop():
-        _task = asyncio.get_running_loop().create_task(_run(), name="scheduler-background")
+    global _task, _jobs_task
+    loop = asyncio.get_running_loop()
+    if _task is None or _task.done() or _task.get_loop() is not loop:
+        _task = loop.create_task(_run(), name="scheduler-background")
+    if _jobs_task is None or _jobs_task.done() or _jobs_task.get_loop() is not loop:
+        _jobs_task = loop.create_task(_run_jobs(), name="scheduler-jobs")
 
 
 async def _run() -> None:
@@ -38,6 +42,21 @@ async def _run() -> None:
         except Exception:
             log.exception("background sweep failed", extra={"event": "sweep_failed"})
         await asyncio.sleep(settings.NODE_SWEEP_INTERVAL_S)
+
+
+async def _run_jobs() -> None:
+    """Job deadlines and the pending queue need a faster beat than node liveness (ack timeout 3 s)."""
+    from jobs import services as jobs
+
+    while True:
+        try:
+            await jobs.sweep_deadlines()
+            await jobs.pump_pending()
+        except UNAVAILABLE:
+            log.warning("job sweep skipped: Redis unavailable", extra={"event": "redis_down"})
+        except Exception:
+            log.exception("job sweep failed", extra={"event": "sweep_failed"})
+        await asyncio.sleep(settings.JOB_SWEEP_INTERVAL_S)
 
 
 async def _advertise(open_sockets: int) -> None:

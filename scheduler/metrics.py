@@ -52,6 +52,22 @@ POOL_REBUILD_SECONDS = Histogram(
     "Time the leader takes to derive and write a new pool configuration.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+RESERVATIONS = Counter(
+    "scheduler_reservations_total", "Slot reservation attempts on nodes, by result and reason.", ["result", "reason"]
+)
+NO_AVAILABLE_NODE = Counter("scheduler_no_available_node_total", "Selections that found candidates but no free slot.")
+POOL_EMPTY = Counter("scheduler_pool_empty_total", "Selections whose eligible pools had no member at all.")
+DISPATCH_SECONDS = Histogram(
+    "scheduler_dispatch_seconds",
+    "Submit to job_assign written, for first attempts.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+TIMEOUTS = Counter("scheduler_job_timeouts_total", "Ack and job timeouts fired.", ["kind"])
+RETRIES = Counter("scheduler_job_retries_total", "Attempts retried on another node, by the reason the last ended.", ["reason"])
+JOBS_ENDED = Counter("scheduler_jobs_total", "Jobs by terminal state and reason.", ["state", "reason"])
+STALE_NODE_MESSAGES = Counter(
+    "scheduler_stale_node_messages_total", "Job messages for older attempts or jobs the node does not hold.", ["type"]
+)
 AUDIT_WRITTEN = Counter("scheduler_audit_entries_written_total", "Audit stream entries committed to the database.")
 AUDIT_FAILURES = Counter("scheduler_audit_write_failures_total", "Audit batches that failed to commit.")
 API_KEY_REJECTIONS = Counter("scheduler_api_auth_rejections_total", "REST requests refused by auth.", ["reason"])

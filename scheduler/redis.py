@@ -16,6 +16,9 @@ import redis
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 T = TypeVar("T")
 
@@ -29,6 +32,16 @@ _sync_client: redis.Redis | None = None
 
 def redis_url() -> str:
     return settings.REDIS_URL or "redis://127.0.0.1:6379/0"
+
+
+def _retry_async() -> AsyncRetry:
+    # After Redis restarts, pooled connections are dead: one quick retry on a fresh connection turns that
+    # into a success instead of a DEPENDENCY_DOWN; a Redis that is really down still fails within ~0.2 s.
+    return AsyncRetry(ExponentialBackoff(cap=0.2, base=0.05), retries=2, supported_errors=(redis.ConnectionError, redis.TimeoutError))
+
+
+def _retry_sync() -> Retry:
+    return Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2, supported_errors=(redis.ConnectionError, redis.TimeoutError))
 
 
 def get_redis() -> aioredis.Redis:
@@ -47,6 +60,8 @@ def get_redis() -> aioredis.Redis:
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,
+            # Connections run commands through their own retry (not the client's), so it goes here.
+            retry=_retry_async(),
         )
         client = _async_clients[loop] = aioredis.Redis(connection_pool=pool)
     return client
@@ -63,6 +78,7 @@ def get_sync_redis() -> redis.Redis:
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,
+            retry=_retry_sync(),
         )
         _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
@@ -155,6 +171,29 @@ class Keys:
 
     def pool_members(self, name: str) -> str:
         return f"{self.prefix}:pool:{{{name}}}:members"
+
+    def node_running(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:run"
+
+    def node_unavailable(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:unavailable"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}"
+
+    def job_audio(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}:audio"
+
+    def job_partials(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}:partials"
+
+    @property
+    def job_deadlines(self) -> str:
+        return f"{self.prefix}:jobs:deadlines"
+
+    @property
+    def jobs_pending(self) -> str:
+        return f"{self.prefix}:jobs:pending"
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"

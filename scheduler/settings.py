@@ -165,6 +165,20 @@ POOL_REBUILD_INTERVAL_S = envfloat("POOL_REBUILD_INTERVAL_S", 10.0, minimum=0.1)
 POOL_HISTORY_LENGTH = envint("POOL_HISTORY_LENGTH", 200, minimum=1)
 POOL_LEADER_ENABLED = envbool("POOL_LEADER_ENABLED", True)
 
+# --- Jobs ------------------------------------------------------------------------------------------------------
+
+JOB_ACK_TIMEOUT_S = envfloat("JOB_ACK_TIMEOUT_S", 3.0, minimum=0.05)
+JOB_TIMEOUT_S = envfloat("JOB_TIMEOUT_S", 30.0, minimum=0.1)
+JOB_PENDING_TIMEOUT_S = envfloat("JOB_PENDING_TIMEOUT_S", 10.0, minimum=0.05)
+JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", 3, minimum=1)
+JOB_RETENTION_S = envint("JOB_RETENTION_S", 3600, minimum=1)
+JOB_MAX_AUDIO_BYTES = envint("JOB_MAX_AUDIO_BYTES", 2 * 1024 * 1024, minimum=1024)
+JOB_SAMPLE_SIZE = envint("JOB_SAMPLE_SIZE", 8, minimum=1)
+JOB_MODEL_UNAVAILABLE_S = envfloat("JOB_MODEL_UNAVAILABLE_S", 60.0, minimum=0.1)
+JOB_SWEEP_INTERVAL_S = envfloat("JOB_SWEEP_INTERVAL_S", 0.25, minimum=0.01)
+# A REST body carries the audio as base64 (4/3 of its size) beside the other fields.
+DATA_UPLOAD_MAX_MEMORY_SIZE = JOB_MAX_AUDIO_BYTES * 4 // 3 + 64 * 1024
+
 # --- Audit ---------------------------------------------------------------------------------------------------------
 
 AUDIT_BATCH_SIZE = envint("AUDIT_BATCH_SIZE", 500, minimum=1)

@@ -33,6 +33,17 @@ SCRIPT_KEYS = {
     "pool_lease": lambda k: [k.pool_lease, k.pool_epoch, k.pool_leader_changes],
     "pool_config_write": lambda k: [k.pool_config, k.pool_epoch, k.pool_history],
     "pool_ensure": lambda k: [k.pool_config, k.pool_epoch, k.pool_history],
+    "node_reserve": lambda k: [
+        *k.node_keys("node-1A2B3C4D"),
+        k.node_reservations("node-1A2B3C4D"),
+        k.node_running("node-1A2B3C4D"),
+        k.node_unavailable("node-1A2B3C4D"),
+    ],
+    "node_slot": lambda k: [k.node_reservations("node-1A2B3C4D"), k.node_running("node-1A2B3C4D")],
+    "job_create": lambda k: [k.job("job-1"), k.job_audio("job-1")],
+    "job_step": lambda k: [k.job("job-1")],
+    "job_claim": lambda k: [k.job("job-1")],
+    "job_fail_attempt": lambda k: [k.job("job-1")],
 }
 
 

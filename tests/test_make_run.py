@@ -99,7 +99,9 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
         token = re.search(r"(nt_[0-9a-f]{12}\.\S+)", token_output).group(1)
 
         async def fleet_is_ready() -> None:
-            base = SimulatedNodeConfig(url=f"ws://127.0.0.1:{port}/ws/node", token=token, heartbeat_interval_s=1)
+            base = SimulatedNodeConfig(
+                url=f"ws://127.0.0.1:{port}/ws/node", token=token, heartbeat_interval_s=1, reconnect_initial_s=0.5
+            )
             fleet = Fleet.uniform(20, base)
             await fleet.start()
             try:
@@ -116,7 +118,13 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
             finally:
                 await fleet.stop()
 
-        asyncio.run(fleet_is_ready())
+        try:
+            asyncio.run(fleet_is_ready())
+        except BaseException:
+            # What the scheduler's processes said is the evidence a failure here needs.
+            runner.send_signal(signal.SIGINT)
+            print("".join(lines) + runner.stdout.read())  # type: ignore[union-attr]
+            raise
     finally:
         runner.send_signal(signal.SIGINT)
         try:
@@ -124,6 +132,7 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
         finally:
             if runner.poll() is None:
                 os.killpg(runner.pid, signal.SIGKILL)
-    assert runner.returncode == 0, "".join(lines) + runner.stdout.read()  # type: ignore[union-attr]
+    output = "".join(lines) + runner.stdout.read()  # type: ignore[union-attr]
+    assert runner.returncode == 0, output
     time.sleep(0.5)
     assert [pid for pid in children if alive(pid)] == []

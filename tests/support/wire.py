@@ -45,7 +45,10 @@ class Wire:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise AssertionError(f"no {frame_type} frame within {timeout} s; got {self.frames}")
-            raw = await asyncio.wait_for(self.ws.recv(), remaining)
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), remaining)
+            except TimeoutError:
+                raise AssertionError(f"no {frame_type} frame within {timeout} s; got {self.frames}") from None
             self.frames.append(json.loads(raw))
 
     async def register(self, **overrides: Any) -> dict[str, Any]:

@@ -6,12 +6,34 @@ import asyncio
 import contextlib
 import logging
 import signal
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.simulator import DEFAULT_URL, Fleet, SimulatedNodeConfig, display_url
+
+
+def _rate(value: str) -> float:
+    """argparse type for a probability: a number in [0, 1], refused with a clear message otherwise."""
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number") from None
+    # `not (0 <= rate <= 1)` also refuses NaN, which compares false with everything.
+    if not 0.0 <= rate <= 1.0:
+        raise ArgumentTypeError(f"{value} is not a rate between 0 and 1")
+    return rate
+
+
+def _milliseconds(value: str) -> float:
+    try:
+        ms = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number of milliseconds") from None
+    if not 0.0 <= ms < float("inf"):
+        raise ArgumentTypeError(f"{value} must be a finite number of milliseconds, 0 or more")
+    return ms
 
 
 def _parse_language_set(value: str) -> list[str]:
@@ -24,7 +46,8 @@ def _parse_language_set(value: str) -> list[str]:
 class Command(BaseCommand):
     help = (
         "Connect N simulated lingua nodes to the node WebSocket and keep them registered and heartbeating "
-        "until Ctrl-C or --duration. They speak exactly what the real Electron node sends."
+        "until Ctrl-C or --duration. They speak exactly what the real Electron node sends and answer "
+        "jobs like a healthy node (success after --processing-ms) unless told to misbehave."
     )
     # The simulator touches neither the database nor project settings, so a half-configured checkout
     # (no SECRET_KEY, no migrations) must not stop it.
@@ -63,6 +86,56 @@ class Command(BaseCommand):
             action="store_true",
             help="announce supports_job_ack and send job_ack for every job (real nodes never do)",
         )
+        jobs = parser.add_argument_group("job answering")
+        jobs.add_argument(
+            "--processing-ms",
+            type=_milliseconds,
+            default=200.0,
+            help="mean time from job_assign to job_result in ms (default 200; 0 answers at once)",
+        )
+        jobs.add_argument(
+            "--jitter-ms",
+            type=_milliseconds,
+            default=0.0,
+            help="latency spread: uniform within +/- this many ms around --processing-ms (default 0)",
+        )
+        jobs.add_argument(
+            "--failure-rate",
+            type=_rate,
+            default=0.0,
+            help="share of jobs answered with a PROCESSING_ERROR result (default 0)",
+        )
+        jobs.add_argument(
+            "--model-not-available-rate",
+            type=_rate,
+            default=0.0,
+            help="share of jobs answered at once with MODEL_NOT_AVAILABLE for nmt-m2m100 (default 0)",
+        )
+        jobs.add_argument(
+            "--silent-drop-rate",
+            type=_rate,
+            default=0.0,
+            help="share of jobs never answered, so the job timeout must decide (default 0)",
+        )
+        jobs.add_argument(
+            "--write-off-rate",
+            type=_rate,
+            default=0.0,
+            help="share of successes followed by an empty NO_TEXT_ASSIGNED result for an earlier job (default 0)",
+        )
+        jobs.add_argument(
+            "--no-partials",
+            action="store_true",
+            help="never send asr_partial, even for jobs with enable_streaming_asr",
+        )
+        jobs.add_argument(
+            "--reject-duplicate-utterance",
+            action="store_true",
+            help="refuse a second job for the same (session_id, utterance_index), as the real node does",
+        )
+        jobs.add_argument(
+            "--seed", type=int, help="random seed, for reproducible outcomes (node i uses seed+i)"
+        )
         parser.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
         parser.add_argument(
             "--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)"
@@ -93,17 +166,51 @@ class Command(BaseCommand):
             raise CommandError("--heartbeat-interval must be positive")
         if options["duration"] is not None and options["duration"] <= 0:
             raise CommandError("--duration must be positive")
+        # The rates themselves are checked by argparse (also when call_command passes them as strings);
+        # call_command with floats skips argparse types, so check again here.
+        rate_flags = {
+            "failure_rate": "--failure-rate",
+            "model_not_available_rate": "--model-not-available-rate",
+            "silent_drop_rate": "--silent-drop-rate",
+            "write_off_rate": "--write-off-rate",
+        }
+        for option, flag in rate_flags.items():
+            if not 0.0 <= float(options[option]) <= 1.0:
+                raise CommandError(f"{flag} must be between 0 and 1, got {options[option]}")
+        for option, flag in (("processing_ms", "--processing-ms"), ("jitter_ms", "--jitter-ms")):
+            if not 0.0 <= float(options[option]) < float("inf"):
+                raise CommandError(f"{flag} must be a finite number of milliseconds, 0 or more")
+        exclusive = sum(
+            float(options[name]) for name in ("failure_rate", "model_not_available_rate", "silent_drop_rate")
+        )
+        if exclusive > 1.0 + 1e-9:
+            raise CommandError(
+                "--failure-rate, --model-not-available-rate and --silent-drop-rate are shares of the same "
+                f"jobs and must add up to at most 1 (they add up to {exclusive:g})"
+            )
 
         language_sets = [_parse_language_set(value) for value in options["languages"] or ["en,zh"]]
-        base = SimulatedNodeConfig(
-            url=options["url"],
-            token=token,
-            auth="header" if options["auth_header"] else "query",
-            languages=language_sets[0],
-            max_concurrent_jobs=options["capacity"],
-            send_ack=options["ack"],
-            heartbeat_interval_s=options["heartbeat_interval"],
-        )
+        try:
+            base = SimulatedNodeConfig(
+                url=options["url"],
+                token=token,
+                auth="header" if options["auth_header"] else "query",
+                languages=language_sets[0],
+                max_concurrent_jobs=options["capacity"],
+                send_ack=options["ack"],
+                heartbeat_interval_s=options["heartbeat_interval"],
+                processing_ms=float(options["processing_ms"]),
+                processing_jitter_ms=float(options["jitter_ms"]),
+                failure_rate=float(options["failure_rate"]),
+                model_not_available_rate=float(options["model_not_available_rate"]),
+                silent_drop_rate=float(options["silent_drop_rate"]),
+                write_off_rate=float(options["write_off_rate"]),
+                stream_partials=not options["no_partials"],
+                reject_duplicate_utterance=options["reject_duplicate_utterance"],
+                seed=options["seed"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         fleet = Fleet.uniform(options["count"], base, language_sets=language_sets)
 
         if options["verbosity"] >= 2:
@@ -117,11 +224,15 @@ class Command(BaseCommand):
             f"Starting {len(fleet.nodes)} simulated node(s) against {display_url(base.url)} ({auth_text}); "
             f"language sets: {' | '.join(','.join(s) for s in language_sets)}. Ctrl-C to stop."
         )
+        self.stdout.write(f"Jobs: {_describe_answering(base)}.")
         # asyncio.run turns a Ctrl-C that slips past the signal handler (Windows) into KeyboardInterrupt
         # after cancelling the run, whose finally block has closed the sockets already.
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self._run(fleet, options))
         self.stdout.write(f"Stopped. {fleet.status_line()}")
+        outcomes = fleet.outcome_counts()
+        if outcomes:
+            self.stdout.write("Job outcomes: " + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
 
     async def _run(self, fleet: Fleet, options: dict[str, Any]) -> None:
         stop_event = asyncio.Event()
@@ -145,3 +256,20 @@ class Command(BaseCommand):
             await fleet.stop()
             for signum in installed:
                 loop.remove_signal_handler(signum)
+
+
+def _describe_answering(config: SimulatedNodeConfig) -> str:
+    latency = f"{config.processing_ms:g} ms"
+    if config.processing_jitter_ms:
+        latency += f" +/- {config.processing_jitter_ms:g} ms"
+    shares = [
+        f"{label} {rate * 100:g}%"
+        for label, rate in (
+            ("failure", config.failure_rate),
+            ("model-not-available", config.model_not_available_rate),
+            ("silent-drop", config.silent_drop_rate),
+            ("write-off", config.write_off_rate),
+        )
+        if rate
+    ]
+    return f"answered after {latency}" + (f"; {', '.join(shares)}" if shares else "; all succeed")

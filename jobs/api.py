@@ -1,0 +1,134 @@
+"""REST endpoints for jobs (PROTOCOL.md section 3): submit, read with long-poll, cancel, and history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+from ninja.responses import Status
+from pydantic import ConfigDict
+
+from access.auth import actor_of, require
+from access.models import Scope
+from jobs import history, services
+from jobs.languages import ISO_639_1
+from scheduler.api_errors import ApiError
+
+router = Router(tags=["jobs"])
+
+MAX_WAIT_S = 30.0
+
+
+class PipelineIn(Schema):
+    use_asr: bool = True
+    use_nmt: bool = True
+    use_tts: bool = True
+    use_semantic: bool = False
+    use_tone: bool = False
+
+
+class JobIn(Schema):
+    model_config = ConfigDict(extra="allow")
+
+    src_lang: str = Field(description="ISO 639-1 code, or `auto`")
+    tgt_lang: str = Field(description="ISO 639-1 code")
+    audio: str = Field(description="base64; Opus packets with uint16 LE length prefixes, or PCM16")
+    audio_format: Literal["opus", "pcm16"] = "opus"
+    sample_rate: int = Field(16000, ge=8000, le=48000)
+    pipeline: PipelineIn = Field(default_factory=PipelineIn)
+    session_id: str | None = Field(None, max_length=128)
+    utterance_index: int | None = Field(None, ge=0)
+    trace_id: str | None = Field(None, max_length=128)
+    node_id: str | None = Field(None, max_length=64, description="pin the job to this node")
+    timeout_ms: int | None = Field(None, ge=100, le=600_000)
+
+
+def _wait(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= MAX_WAIT_S:
+        raise ApiError(400, "INVALID_WAIT", f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}", {"field": "wait"})
+    return seconds
+
+
+def _check_languages(payload: JobIn) -> None:
+    if payload.src_lang != "auto" and payload.src_lang not in ISO_639_1:
+        raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {payload.src_lang!r}", {"field": "src_lang"})
+    if payload.tgt_lang not in ISO_639_1:
+        raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {payload.tgt_lang!r}", {"field": "tgt_lang"})
+    for name in ("lang_a", "lang_b"):
+        value = getattr(payload, name, None)
+        if value is not None and value not in ISO_639_1:
+            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value!r}", {"field": name})
+
+
+@router.post("", auth=require(Scope.JOBS_WRITE), summary="Submit a job", response={200: dict, 202: dict})
+async def submit(request: HttpRequest, payload: JobIn, wait: str | None = None) -> Status:
+    """202 with the new job; with `wait`, 200 and the full job once it ended within that many seconds.
+    The same `Idempotency-Key` with the same body gives the same job; with another body, 409."""
+    wait_s = _wait(wait)
+    _check_languages(payload)
+    body: dict[str, Any] = payload.model_dump(exclude_none=True)
+    try:
+        submitted = await services.submit_job(
+            body, idempotency_key=request.headers.get("Idempotency-Key", "")[:200], client_id=actor_of(request)
+        )
+    except services.InvalidJob as exc:
+        raise ApiError(exc.status, exc.code, exc.message, {"field": exc.field}) from None
+    except services.JobConflict:
+        raise ApiError(409, "IDEMPOTENCY_CONFLICT", "this Idempotency-Key was used with a different body") from None
+    if wait_s:
+        job = await services.wait_for_job(submitted.job_id, wait_s)
+        if job["state"] in services.TERMINAL:
+            return Status(200, job)
+    else:
+        job = await services.get_job(submitted.job_id)
+    short = {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
+    return Status(202, short)
+
+
+@router.get("/{job_id}", auth=require(Scope.JOBS_READ), summary="One job (long-poll with `wait`)", response=dict)
+async def get_job(request: HttpRequest, job_id: str, wait: str | None = None) -> dict[str, Any]:
+    wait_s = _wait(wait)
+    try:
+        if wait_s:
+            return await services.wait_for_job(job_id, wait_s)
+        return await services.get_job(job_id)
+    except services.JobNotFound:
+        raise ApiError(404, "NOT_FOUND", f"no job {job_id[:64]!r} (unknown, or ended longer ago than the retention)") from None
+
+
+@router.post("/{job_id}/cancel", auth=require(Scope.JOBS_WRITE), summary="Cancel a job", response=dict)
+async def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
+    try:
+        return await services.cancel_job(job_id, actor_of(request))
+    except services.JobNotFound:
+        raise ApiError(404, "NOT_FOUND", f"no job {job_id[:64]!r}") from None
+
+
+@router.get("", auth=require(Scope.JOBS_READ), summary="Job history (from the database)", response=dict)
+async def list_jobs(
+    request: HttpRequest,
+    state: str | None = None,
+    node_id: str | None = None,
+    pool: str | None = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    try:
+        rows, next_cursor = await database_sync_to_async(_page)(state, node_id, pool, since, cursor)
+    except ValueError as exc:
+        raise ApiError(400, "BAD_CURSOR", str(exc), {"field": "cursor"}) from None
+    return {"jobs": rows, "next_cursor": next_cursor}
+
+
+def _page(state, node_id, pool, since, cursor):  # type: ignore[no-untyped-def]
+    rows, next_cursor = history.list_jobs(state=state, node_id=node_id, pool=pool, since=since, cursor=cursor)
+    return [history.job_row_to_dict(row) for row in rows], next_cursor
