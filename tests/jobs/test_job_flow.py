@@ -174,3 +174,40 @@ async def test_every_ended_job_has_one_row_and_one_attempt_row_per_attempt(serve
     assert row.state == "DONE"
     assert [(a.attempt_id, a.state, a.node_id) for a in row.attempts.all()] == [(1, "DONE", node_id)]
     await wire.close()
+
+
+async def test_cancel_frees_the_slot_and_tells_the_node(server, node_token, jobs_key):
+    wire, node_id = await ready_node(server, node_token)
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+        job_id = (await api.post("/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})).json()["job_id"]
+        assign = await wire.expect("job_assign")
+        cancelled = (await api.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+        assert cancelled["state"] == "CANCELLED"
+        assert (await wire.expect("job_cancel"))["job_id"] == job_id
+        assert await capacity_in_use(node_id) == 0
+        await wire.send(result_for(assign, node_id))  # too late: changes nothing
+        await asyncio.sleep(0.2)
+        assert (await api.get(f"/api/v1/jobs/{job_id}")).json()["state"] == "CANCELLED"
+    await wire.close()
+
+
+async def test_a_node_that_arrives_within_the_pending_window_serves_the_waiting_jobs_in_arrival_order(
+    start_job_server, node_token, jobs_key
+):
+    server = start_job_server(JOB_PENDING_TIMEOUT_S="10")
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+        ids = []
+        for _ in range(3):
+            ids.append((await api.post("/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})).json()["job_id"])
+        await asyncio.sleep(0.3)
+        assert {(await api.get(f"/api/v1/jobs/{i}")).json()["state"] for i in ids} == {"SELECTING"}
+        wire, node_id = await ready_node(server, node_token, max_concurrent_jobs=1)
+        served = []
+        for _ in range(3):
+            assign = await wire.expect("job_assign")
+            served.append(assign["job_id"])
+            await wire.send(result_for(assign, node_id))
+        assert served == ids
+        for job_id in ids:
+            assert (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 5})).json()["state"] == "DONE"
+    await wire.close()
