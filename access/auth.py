@@ -7,6 +7,8 @@ Refusals raise `AuthRefused` (401 or 403), which the API renders in its error fo
 
 from __future__ import annotations
 
+import hashlib
+import time
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -100,7 +102,12 @@ class ApiAuth(HttpBearer):
         _refuse(Unauthorized("send 'Authorization: Bearer <api key>'", "missing"))
 
     async def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
-        key, reason = await database_sync_to_async(check_key)(token)
+        key = _recently_verified(token)
+        reason = ""
+        if key is None:
+            key, reason = await database_sync_to_async(check_key)(token)
+            if key is not None:
+                _remember(token, key)
         key_id = _public_id(token)
         if key is None:
             _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
@@ -122,6 +129,33 @@ class ApiAuth(HttpBearer):
         if not getattr(user, "is_staff", False):
             _refuse(Forbidden("only staff users may use the API with a session", "not_staff"))
         return user
+
+
+# Keys verified in the last few seconds, by a hash of the presented credential: every request needs its key
+# checked, and a database round trip (a thread hop, a connection) per request capped the whole API at the
+# speed of one database thread. Revocation reaches every process within API_KEY_CACHE_S.
+_verified: dict[str, tuple[float, ApiKey]] = {}
+
+
+def _cache_key(presented: str) -> str:
+    return hashlib.sha256(presented.encode()).hexdigest()
+
+
+def _recently_verified(presented: str) -> ApiKey | None:
+    entry = _verified.get(_cache_key(presented))
+    if entry is None or time.monotonic() - entry[0] > settings.API_KEY_CACHE_S or not entry[1].is_active():
+        return None
+    return entry[1]
+
+
+def _remember(presented: str, key: ApiKey) -> None:
+    if len(_verified) > 10_000:
+        _verified.clear()
+    _verified[_cache_key(presented)] = (time.monotonic(), key)
+
+
+def forget_verified_keys() -> None:
+    _verified.clear()
 
 
 def require(scope: Scope) -> ApiAuth:

@@ -12,6 +12,24 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler.settings")
 django_asgi_app = get_asgi_application()
 
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+
+
+class BearerAPIHandler(ASGIHandler):
+    """Django without its middleware, for API requests that carry their own credential (API key or node
+    token). Each sync middleware costs a hop to Django's one sync thread per request, which serialised all
+    API traffic of an instance on that thread; bearer requests need neither sessions, CSRF nor messages."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async if is_async else self._get_response)
+
+
+bearer_api_app = BearerAPIHandler()
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
@@ -48,4 +66,14 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     ensure_started()
+    if scope["type"] == "http" and scope["path"].startswith("/api/") and _has_bearer(scope):
+        await bearer_api_app(scope, receive, send)
+        return
     await router(scope, receive, send)
+
+
+def _has_bearer(scope: dict[str, Any]) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            return value[:7].lower() == b"bearer "
+    return False

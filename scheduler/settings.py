@@ -193,6 +193,8 @@ RUN_WORKER = envbool("RUN_WORKER", True)
 # --- API -----------------------------------------------------------------------------------------------------------
 
 API_PAGE_SIZE = envint("API_PAGE_SIZE", 100, minimum=1)
+# How long a process trusts an API key it verified (a revocation takes at most this long to apply).
+API_KEY_CACHE_S = envfloat("API_KEY_CACHE_S", 5.0, minimum=0.0)
 
 # --- Logging -------------------------------------------------------------------------------------------------------
 

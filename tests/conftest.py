@@ -10,6 +10,7 @@ import pytest
 from channels.layers import channel_layers
 from django.db import connection
 
+from access.auth import forget_verified_keys
 from scheduler.embedded_redis import RedisProcess
 from scheduler.redis import reset_clients
 from tests.support.processes import AsgiServer
@@ -48,6 +49,9 @@ def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
     point_at_redis(settings, redis_server.url)
     for name, value in FAST_NODE_TIMINGS.items():
         setattr(settings, name, float(value))
+    # Tests revoke keys and expect the next request to fail; the cache has its own test.
+    settings.API_KEY_CACHE_S = 0
+    forget_verified_keys()
     yield redis_server.url
     reset_clients()
     channel_layers.backends.clear()
