@@ -195,6 +195,8 @@ RUN_WORKER = envbool("RUN_WORKER", True)
 API_PAGE_SIZE = envint("API_PAGE_SIZE", 100, minimum=1)
 # How long a process trusts an API key it verified (a revocation takes at most this long to apply).
 API_KEY_CACHE_S = envfloat("API_KEY_CACHE_S", 5.0, minimum=0.0)
+# Client side: the key `submit_jobs` uses when --api-key is not given (keeps the secret off the process list).
+SCHEDULER_API_KEY = envstr("SCHEDULER_API_KEY", "")
 
 # --- Logging -------------------------------------------------------------------------------------------------------
 

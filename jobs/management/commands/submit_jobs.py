@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from argparse import ArgumentParser
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.loadgen import DEFAULT_URL, MAX_WAIT_S, LoadConfig, LoadReport, run_load
@@ -62,7 +62,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        api_key = options["api_key"] or os.environ.get(API_KEY_ENV)
+        api_key = options["api_key"] or settings.SCHEDULER_API_KEY
         if not api_key:
             raise CommandError(
                 f"an API key is required: --api-key <id>.<secret> or {API_KEY_ENV}; create one with scopes "
