@@ -343,6 +343,7 @@ async def _ended(job_id: str, state: str, reason: str = "") -> None:
         pipe.zrem(k.jobs_pending, job_id)
         pipe.expire(k.job_audio(job_id), settings.JOB_RETENTION_S)
         pipe.expire(k.job_partials(job_id), settings.JOB_RETENTION_S)
+        pipe.expire(k.job_attempts(job_id), settings.JOB_RETENTION_S)
         await pipe.execute()
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
     await _audit_job(job_id)
@@ -571,7 +572,8 @@ async def get_job(job_id: str) -> dict[str, Any]:
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(k.job(job_id))
         pipe.lrange(k.job_partials(job_id), 0, -1)
-        job, partials = await pipe.execute()
+        pipe.hvals(k.job_attempts(job_id))
+        job, partials, attempts = await pipe.execute()
     if not job:
         raise JobNotFound(job_id)
     view: dict[str, Any] = {
@@ -586,6 +588,9 @@ async def get_job(job_id: str) -> dict[str, Any]:
         "created_at": int(job["created_at"]),
         "timings": {name: int(job[name]) for name in ("created_at", "dispatched_at", "acked_at", "ended_at") if job.get(name)},
         "tried_nodes": [n for n in job.get("tried", "").split(",") if n],
+        "attempts": sorted(
+            ({k: v for k, v in json.loads(a).items() if k != "seq"} for a in attempts), key=lambda a: a["attempt_id"]
+        ),
     }
     if job.get("result"):
         view["result"] = json.loads(job["result"])
@@ -628,11 +633,24 @@ async def _audit_job(job_id: str) -> None:
     )
 
 
+async def _remember_attempt(
+    job_id: str, attempt: int | str, node_id: str, state: str, seq: int, reason: str, started_at: int | None,
+    ended_at: int | None,
+) -> None:
+    await scripts.run(
+        "job_attempt_note",
+        [keys().job_attempts(job_id)],
+        [str(attempt), seq, state, reason, node_id, "" if started_at is None else started_at, "" if ended_at is None else ended_at],
+    )
+
+
 async def _audit_attempt(
     job_id: str, attempt: int | str, node_id: str, state: str, seq: int, *, reason: str = "",
     started_at: int | None = None, ended_at: int | None = None,
 ) -> None:
-    """`seq` is the one the transition's script returned, so two changes never share one."""
+    """Record an attempt's change: in the job's live attempt list (what GET shows) and in the audit trail.
+    `seq` is the one the transition's script returned, so two changes never share one."""
+    await _remember_attempt(job_id, attempt, node_id, state, seq, reason, started_at, ended_at)
     data: dict[str, Any] = {"type": "attempt", "job_id": job_id, "attempt_id": int(attempt), "seq": seq,
                             "node_id": node_id, "state": state, "reason": reason, "ended_at": ended_at}
     if started_at is not None:

@@ -184,6 +184,9 @@ class Keys:
     def job_audio(self, job_id: str) -> str:
         return f"{self.prefix}:job:{{{job_id}}}:audio"
 
+    def job_attempts(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}:attempts"
+
     def job_partials(self, job_id: str) -> str:
         return f"{self.prefix}:job:{{{job_id}}}:partials"
 

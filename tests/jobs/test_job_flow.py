@@ -211,3 +211,30 @@ async def test_a_node_that_arrives_within_the_pending_window_serves_the_waiting_
         for job_id in ids:
             assert (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 5})).json()["state"] == "DONE"
     await wire.close()
+
+
+async def test_the_job_lists_its_attempts_with_node_state_reason_and_times(start_job_server, node_token, jobs_key):
+    server = start_job_server(JOB_TIMEOUT_S="0.5")
+    nodes = [await ready_node(server, node_token) for _ in range(2)]
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+        job_id = (await api.post("/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})).json()["job_id"]
+        second = None
+        while second is None:
+            for wire, node_id in nodes:
+                frames = [f for f in wire.frames if f["type"] == "job_assign" and f["attempt_id"] == 2]
+                if not frames:
+                    try:
+                        frame = await wire.expect("job_assign", timeout=0.05)
+                    except AssertionError:
+                        continue
+                    frames = [frame] if frame["attempt_id"] == 2 else []
+                if frames:
+                    second = (wire, node_id, frames[0])
+        wire, node_id, assign = second
+        await wire.send(result_for(assign, node_id))
+        job = (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 5})).json()
+    first, last = job["attempts"]
+    assert (first["attempt_id"], first["state"], first["reason"]) == (1, "FAILED", "JOB_TIMEOUT")
+    assert first["node_id"] != node_id and first["started_at"] and first["ended_at"]
+    assert (last["attempt_id"], last["state"], last["node_id"]) == (2, "DONE", node_id)
+    assert last["started_at"] <= last["ended_at"]
