@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import django
 import httpx
+
+from bench.stack import scheduler_stack
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -71,38 +70,17 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-hb-"))
-    os.environ.update(DJANGO_SETTINGS_MODULE="scheduler.settings", DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}")
-    from scheduler.embedded_redis import RedisProcess
-
-    with RedisProcess() as redis:
-        os.environ["REDIS_URL"] = redis.url
-        django.setup()
-        from django.core.management import call_command
-
-        from nodes.models import NodeToken
-        from tests.support.processes import AsgiServer
-
-        call_command("migrate", verbosity=0)
-        _, token = NodeToken.issue("bench")
-        env = {
-            "REDIS_URL": redis.url,
-            "DATABASE_URL": os.environ["DATABASE_URL"],
-            "LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG_LEVEL", "WARNING"),
-            "NODE_HEARTBEAT_INTERVAL_S": str(args.interval),
-            "NODE_HEARTBEAT_TIMEOUT_S": str(args.interval * 3),
-        }
-        with AsgiServer(env=env) as server:
-            print(f"server log: {server.log_path}", flush=True)
-            started = time.monotonic()
-            try:
-                registered = asyncio.run(run_fleet(server.ws_url, token, args.nodes, args.interval, args.duration))
-            except TimeoutError:
-                print(server.log_text()[-6000:])
-                sys.exit("not every node registered within 120 s")
-            elapsed = time.monotonic() - started
-            buckets, handled = scrape(server.url)
-            rss = rss_mib(server.pid)
+    env = {"NODE_HEARTBEAT_INTERVAL_S": str(args.interval), "NODE_HEARTBEAT_TIMEOUT_S": str(args.interval * 3)}
+    with scheduler_stack(env) as stack:
+        print(f"server log: {stack.server_log}", flush=True)
+        started = time.monotonic()
+        try:
+            registered = asyncio.run(run_fleet(stack.ws_url, stack.node_token, args.nodes, args.interval, args.duration))
+        except TimeoutError:
+            sys.exit("not every node registered within 120 s; see the server log above")
+        elapsed = time.monotonic() - started
+        buckets, handled = scrape(stack.url)
+        rss = rss_mib(stack.server_pid)
     print(f"nodes registered        {registered}/{args.nodes}")
     print(f"heartbeats handled      {handled:.0f} in {elapsed:.1f} s ({handled / elapsed:.0f}/s)")
     print(f"handling p50 <= {quantile(buckets, 0.5) * 1000:.1f} ms   p95 <= {quantile(buckets, 0.95) * 1000:.1f} ms   "

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import tempfile
-from pathlib import Path
 
-import django
 import httpx
+
+from bench.stack import scheduler_stack
 
 
 def dispatch_quantiles(url: str) -> str:
@@ -73,25 +71,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
-    os.environ.update(DJANGO_SETTINGS_MODULE="scheduler.settings", DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}")
-    from scheduler.embedded_redis import RedisProcess
-
-    with RedisProcess() as redis:
-        os.environ["REDIS_URL"] = redis.url
-        django.setup()
-        from django.core.management import call_command
-
-        from access.models import ApiKey, Scope
-        from nodes.models import NodeToken
-        from tests.support.processes import AsgiServer
-
-        call_command("migrate", verbosity=0)
-        _, token = NodeToken.issue("bench")
-        _, key = ApiKey.issue("bench", [Scope.JOBS_WRITE, Scope.JOBS_READ])
-        env = {"REDIS_URL": redis.url, "DATABASE_URL": os.environ["DATABASE_URL"], "LOG_LEVEL": "WARNING"}
-        with AsgiServer(env=env) as server:
-            asyncio.run(run(args, server.url, server.ws_url, token, key))
+    with scheduler_stack() as stack:
+        asyncio.run(run(args, stack.url, stack.ws_url, stack.node_token, stack.api_key))
 
 
 if __name__ == "__main__":
