@@ -136,9 +136,18 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
             raise JobConflict(job_id)
         return Submitted(job_id, created=False)
     created_at = int(result[1])
-    await get_redis().zadd(k.job_deadlines, {job_id: created_at + int(settings.JOB_PENDING_TIMEOUT_S * 1000)})
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.zadd(k.job_deadlines, {job_id: created_at + int(settings.JOB_PENDING_TIMEOUT_S * 1000)})
+        pipe.zcard(k.jobs_pending)
+        _, waiting = await pipe.execute()
     await _audit_job(job_id)
-    await select_and_dispatch(job_id, 1, submitted_at=created_at)
+    if waiting:
+        # Older jobs are waiting for capacity: queue behind them (first come, first served) and let the
+        # pump, which serves the queue in order, place this one when its turn comes.
+        await get_redis().zadd(k.jobs_pending, {job_id: created_at}, nx=True)
+        await pump_pending()
+    else:
+        await select_and_dispatch(job_id, 1, submitted_at=created_at)
     return Submitted(job_id, created=True)
 
 
@@ -292,7 +301,9 @@ async def _deliver(meta: list[str | None], frame: dict[str, Any]) -> bool:
 async def _step(job_id: str, attempt: int | str, expected: list[str], new: str, fields: dict[str, str], *, node: str = "") -> list[Any]:
     retention = str(settings.JOB_RETENTION_S) if new in TERMINAL else ""
     return await scripts.run(
-        "job_step", [keys().job(job_id)], [str(attempt), ",".join(expected), new, json.dumps(fields), node, retention]
+        "job_step",
+        [keys().job(job_id), keys().job_attempts(job_id)],
+        [str(attempt), ",".join(expected), new, json.dumps(fields), node, retention],
     )
 
 
@@ -308,7 +319,7 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
     k = keys()
     result = await scripts.run(
         "job_fail_attempt",
-        [k.job(job_id)],
+        [k.job(job_id), k.job_attempts(job_id)],
         [
             str(attempt), reason, settings.JOB_MAX_ATTEMPTS, "1" if reason in RETRYABLE else "0", node_id, message,
             settings.JOB_RETENTION_S, int(settings.JOB_PENDING_TIMEOUT_S * 1000),
@@ -549,17 +560,27 @@ async def sweep_deadlines(limit: int = 500) -> int:
 
 
 async def pump_pending(limit: int = 100) -> int:
-    """Offer capacity to waiting jobs, oldest first."""
+    """Offer capacity to waiting jobs, oldest first. Once a job finds no slot, later jobs with the same
+    needs are skipped this round: a slot that frees while the scan passes over must go to the older job."""
     client = get_redis()
     waiting = await client.zrange(keys().jobs_pending, 0, limit - 1)
+    blocked: set[tuple[str | None, ...]] = set()
     placed = 0
     for job_id in waiting:
-        state = await client.hmget(keys().job(job_id), ["state", "attempt_id"])
-        if state[0] != JobState.SELECTING:
+        state, attempt, src, tgt, pinned = await client.hmget(
+            keys().job(job_id), ["state", "attempt_id", "src_lang", "tgt_lang", "pinned"]
+        )
+        if state != JobState.SELECTING:
             await client.zrem(keys().jobs_pending, job_id)
             continue
-        if await select_and_dispatch(job_id, int(state[1])) == "dispatched":
+        needs = (src, tgt, pinned)
+        if needs in blocked:
+            continue
+        outcome = await select_and_dispatch(job_id, int(attempt))
+        if outcome == "dispatched":
             placed += 1
+        else:
+            blocked.add(needs)
     return placed
 
 
@@ -588,9 +609,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
         "created_at": int(job["created_at"]),
         "timings": {name: int(job[name]) for name in ("created_at", "dispatched_at", "acked_at", "ended_at") if job.get(name)},
         "tried_nodes": [n for n in job.get("tried", "").split(",") if n],
-        "attempts": sorted(
-            ({k: v for k, v in json.loads(a).items() if k != "seq"} for a in attempts), key=lambda a: a["attempt_id"]
-        ),
+        "attempts": sorted((json.loads(a) for a in attempts), key=lambda a: a["attempt_id"]),
     }
     if job.get("result"):
         view["result"] = json.loads(job["result"])
@@ -633,24 +652,12 @@ async def _audit_job(job_id: str) -> None:
     )
 
 
-async def _remember_attempt(
-    job_id: str, attempt: int | str, node_id: str, state: str, seq: int, reason: str, started_at: int | None,
-    ended_at: int | None,
-) -> None:
-    await scripts.run(
-        "job_attempt_note",
-        [keys().job_attempts(job_id)],
-        [str(attempt), seq, state, reason, node_id, "" if started_at is None else started_at, "" if ended_at is None else ended_at],
-    )
-
-
 async def _audit_attempt(
     job_id: str, attempt: int | str, node_id: str, state: str, seq: int, *, reason: str = "",
     started_at: int | None = None, ended_at: int | None = None,
 ) -> None:
-    """Record an attempt's change: in the job's live attempt list (what GET shows) and in the audit trail.
-    `seq` is the one the transition's script returned, so two changes never share one."""
-    await _remember_attempt(job_id, attempt, node_id, state, seq, reason, started_at, ended_at)
+    """Record an attempt's change in the audit trail (the live attempt list changed in the transition's own
+    script). `seq` is the one that script returned, so two changes never share one."""
     data: dict[str, Any] = {"type": "attempt", "job_id": job_id, "attempt_id": int(attempt), "seq": seq,
                             "node_id": node_id, "state": state, "reason": reason, "ended_at": ended_at}
     if started_at is not None:

@@ -41,10 +41,9 @@ SCRIPT_KEYS = {
     ],
     "node_slot": lambda k: [k.node_reservations("node-1A2B3C4D"), k.node_running("node-1A2B3C4D")],
     "job_create": lambda k: [k.job("job-1"), k.job_audio("job-1")],
-    "job_step": lambda k: [k.job("job-1")],
+    "job_step": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
     "job_claim": lambda k: [k.job("job-1")],
-    "job_attempt_note": lambda k: [k.job_attempts("job-1")],
-    "job_fail_attempt": lambda k: [k.job("job-1")],
+    "job_fail_attempt": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
 }
 
 

@@ -2,7 +2,8 @@
 -- node remembered so it is never tried again) while attempts remain and the reason allows it; otherwise
 -- the job is FAILED. Fenced by attempt (and node), so a late timeout or message for an older attempt
 -- changes nothing.
--- KEYS: 1 job hash
+-- The ended attempt's entry in the job's attempt list changes in the same step.
+-- KEYS: 1 job hash, 2 attempts hash (attempt id -> JSON)
 -- ARGV: 1 attempt, 2 reason, 3 max attempts, 4 retryable ("1"/"0"), 5 node that must hold it ("" = any),
 --       6 message, 7 retention s once terminal, 8 pending timeout ms for the retry
 -- Returns: {"RETRY", new_attempt, seq, now_ms, node} | {"FAILED", seq, now_ms, node} | {"STALE", state, attempt}
@@ -19,6 +20,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tried = redis.call('HGET', KEYS[1], 'tried') or ''
 if node ~= '' then tried = tried .. node .. ',' end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local raw = redis.call('HGET', KEYS[2], attempt)
+local entry = raw and cjson.decode(raw) or {attempt_id = tonumber(attempt), started_at = cjson.null}
+entry['state'] = 'FAILED'
+entry['reason'] = ARGV[2]
+entry['node_id'] = node
+entry['ended_at'] = now
+redis.call('HSET', KEYS[2], attempt, cjson.encode(entry))
 local error_json = cjson.encode({code = ARGV[2], message = ARGV[6]})
 local last = tonumber(attempt) or 0
 if ARGV[4] == '1' and last < tonumber(ARGV[3]) then
