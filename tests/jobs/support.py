@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+from nodes.simulator import Fleet, SimulatedNodeConfig
 from scheduler.redis import get_redis, keys
 from tests.factories import heartbeat_message
 from tests.support.wire import Wire
@@ -41,3 +45,18 @@ async def capacity_in_use(node_id: str) -> int:
     return await client.zcard(k.node_reservations(node_id)) + await client.zcard(k.node_running(node_id))
 
 
+
+
+@asynccontextmanager
+async def ready_fleet(ws_url: str, token: str, count: int, **config: Any) -> AsyncIterator[Fleet]:
+    """`count` simulated nodes that answer jobs, registered and `ready` before the block runs."""
+    fleet = Fleet.uniform(count, SimulatedNodeConfig(url=f"{ws_url}/ws/node", token=token, **config))
+    await fleet.start()
+    try:
+        await fleet.wait_until_registered(timeout=10)
+        for node in fleet.nodes:
+            await node.send_heartbeat()
+        await fleet.nodes[0].wait_for(lambda: all(n.last_status == "ready" for n in fleet.nodes), timeout=5)
+        yield fleet
+    finally:
+        await fleet.stop()

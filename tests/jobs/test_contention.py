@@ -8,9 +8,9 @@ from channels.db import database_sync_to_async
 
 from jobs.loadgen import LoadConfig, run_load
 from jobs.models import Job
-from nodes.simulator import Fleet, SimulatedNodeConfig
 from scheduler import audit
 from scheduler.redis import get_redis, keys
+from tests.jobs.support import ready_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,22 +18,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(240)
 async def test_eight_submitters_three_nodes_of_capacity_two_and_500_jobs(start_job_server, node_token, jobs_key):
     server = start_job_server(JOB_PENDING_TIMEOUT_S="30", LOG_LEVEL="WARNING")
-    base = SimulatedNodeConfig(
-        url=f"{server.ws_url}/ws/node", token=node_token, max_concurrent_jobs=2, heartbeat_interval_s=5,
-        processing_ms=20, processing_jitter_ms=10, seed=7,
-    )  # fmt: skip
-    fleet = Fleet.uniform(3, base)
-    await fleet.start()
-    try:
-        await fleet.wait_until_registered(timeout=10)
-        for node in fleet.nodes:
-            await node.send_heartbeat()
-        await fleet.nodes[0].wait_for(lambda: all(n.last_status == "ready" for n in fleet.nodes), timeout=5)
+    async with ready_fleet(
+        server.ws_url, node_token, 3, max_concurrent_jobs=2, heartbeat_interval_s=5, processing_ms=20,
+        processing_jitter_ms=10, seed=7,
+    ) as fleet:  # fmt: skip
         report = await run_load(
             LoadConfig(api_key=jobs_key, url=server.url, count=500, concurrency=8, src_lang="en", tgt_lang="zh", wait_s=10)
         )
-    finally:
-        await fleet.stop()
 
     assert report.terminal == {"DONE": 500}, report.format_text()
     assert max(node.peak_concurrency for node in fleet.nodes) <= 2

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 
 from jobs.loadgen import LoadConfig, run_load
 from jobs.models import Job, JobAttempt
-from nodes.simulator import Fleet, SimulatedNodeConfig
+from tests.jobs.support import ready_fleet
 from tests.support.processes import CeleryProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,19 +21,10 @@ async def test_every_ended_job_has_its_rows_within_five_seconds(start_job_server
     server = start_job_server(LOG_LEVEL="WARNING")
     env = {**server_env, "POOL_LEADER_ENABLED": "false", "LOG_LEVEL": "WARNING"}
     with CeleryProcess(env=env, kind="worker"), CeleryProcess(env=env, kind="beat"):
-        base = SimulatedNodeConfig(url=f"{server.ws_url}/ws/node", token=node_token, heartbeat_interval_s=5, processing_ms=10, seed=3)
-        fleet = Fleet.uniform(2, base)
-        await fleet.start()
-        try:
-            await fleet.wait_until_registered(timeout=10)
-            for node in fleet.nodes:
-                await node.send_heartbeat()
-            await fleet.nodes[0].wait_for(lambda: all(n.last_status == "ready" for n in fleet.nodes), timeout=5)
+        async with ready_fleet(server.ws_url, node_token, 2, heartbeat_interval_s=5, processing_ms=10, seed=3):
             report = await run_load(
                 LoadConfig(api_key=jobs_key, url=server.url, count=40, concurrency=4, src_lang="en", tgt_lang="zh", wait_s=10)
             )
-        finally:
-            await fleet.stop()
         ended_at = time.monotonic()
         assert report.terminal == {"DONE": 40}
 
