@@ -32,6 +32,11 @@ class PoolLeaderStep(bootsteps.StartStopStep):
     task to whichever worker is free, so the holder would miss renewals at random.
     """
 
+    # After the pool: prefork children are forked when the pool starts, and forking while this thread holds
+    # a lock (logging, a connection pool) leaves the child deadlocked on its first task. Seen as an audit
+    # writer that never ran in `make run`.
+    requires = {"celery.worker.components:Pool"}
+
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.thread: Any = None
