@@ -34,7 +34,10 @@ $(STAMP): pyproject.toml
 run: venv
 	$(PY) -m scheduler.runner
 
+# promtool and Chromium for the alert-rule and browser tests; never fatal (those tests then skip and say why,
+# except under REQUIRE_TEST_TOOLS=1, as .ci/run sets).
 test: venv migrations-check
+	@ops/tools/install-test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -27,7 +27,7 @@ from jobs.models import FailureReason, JobState
 from nodes import connections
 from pools import services as pools
 from pools.eligibility import eligible_pools, needed_languages
-from scheduler import audit, metrics, scripts
+from scheduler import audit, metrics, scripts, stats
 from scheduler.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,9 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
     if result[0] == "EXISTS":
         if result[1] != "1":
             raise JobConflict(job_id)
+        metrics.JOBS_SUBMITTED.labels(result="duplicate").inc()
         return Submitted(job_id, created=False)
+    metrics.JOBS_SUBMITTED.labels(result="created").inc()
     created_at = int(result[1])
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.zadd(k.job_deadlines, {job_id: created_at + int(settings.JOB_PENDING_TIMEOUT_S * 1000)})
@@ -166,6 +168,8 @@ async def _candidates(job: dict[str, str], request: dict[str, Any]) -> tuple[lis
     eligible = eligible_pools(
         config.with_overflow(), job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b")
     )
+    for pool in eligible:
+        metrics.POOL_DEMAND.labels(pool=pool.name).inc()
     k = keys()
     async with get_redis().pipeline(transaction=False) as pipe:
         for pool in eligible:
@@ -194,7 +198,9 @@ async def select_and_dispatch(job_id: str, attempt: int, submitted_at: int | Non
         return "stale"
     claim = secrets.token_hex(8)
     if not await scripts.run("job_claim", [k.job(job_id)], [str(attempt), claim, CLAIM_TTL_MS, "claim"]):
+        metrics.JOB_CLAIMS.labels(result="busy").inc()
         return "busy"
+    metrics.JOB_CLAIMS.labels(result="claimed").inc()
     try:
         return await _place(job_id, attempt, job, submitted_at)
     finally:
@@ -254,10 +260,16 @@ async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: i
     }  # fmt: skip
     step = await _step(job_id, attempt, [JobState.RESERVED], JobState.DISPATCHED, fields)
     if step[0] == "OK":
-        await client.zadd(k.job_deadlines, {job_id: deadline})
-        if submitted_at is not None:
-            metrics.DISPATCH_SECONDS.observe((now - submitted_at) / 1000)
+        latency_ms = now - submitted_at if submitted_at is not None else None
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zadd(k.job_deadlines, {job_id: deadline})
+            stats.record_dispatch(pipe, pool or "pinned", latency_ms)
+            await pipe.execute()
+        if latency_ms is not None:
+            metrics.DISPATCH_SECONDS.observe(latency_ms / 1000)
         await _audit_attempt(job_id, attempt, node_id, JobState.DISPATCHED, int(step[1]), started_at=now)
+        context = {"job_id": job_id, "attempt_id": str(attempt), "node_id": node_id, "trace_id": job.get("trace_id")}
+        log.debug("job dispatched", extra={"event": "job_dispatched", **context})
     return "dispatched"
 
 
@@ -334,7 +346,9 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
             await _send_cancel(job_id, holder, reason.lower())
     seq = int(result[2] if result[0] == "RETRY" else result[1])
     await _audit_attempt(job_id, attempt, holder, JobState.FAILED, seq, reason=reason, ended_at=int(result[-2]))
-    log.info("attempt failed", extra={"event": "attempt_failed", "job_id": job_id, "attempt_id": attempt, "reason": reason, "node_id": holder})
+    trace_id = await get_redis().hget(k.job(job_id), "trace_id")
+    context = {"job_id": job_id, "attempt_id": str(attempt), "reason": reason, "node_id": holder, "trace_id": trace_id}
+    log.info("attempt failed", extra={"event": "attempt_failed", **context})
     if result[0] == "RETRY":
         metrics.RETRIES.labels(reason=reason).inc()
         new_attempt = int(result[1])
@@ -355,8 +369,12 @@ async def _ended(job_id: str, state: str, reason: str = "") -> None:
         pipe.expire(k.job_audio(job_id), settings.JOB_RETENTION_S)
         pipe.expire(k.job_partials(job_id), settings.JOB_RETENTION_S)
         pipe.expire(k.job_attempts(job_id), settings.JOB_RETENTION_S)
-        await pipe.execute()
+        stats.record_end(pipe, job_id, state, reason, succeeded=state == JobState.DONE)
+        pipe.hmget(k.job(job_id), ["trace_id", "node_id", "attempt_id"])
+        *_, (trace_id, node_id, attempt) = await pipe.execute()
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
+    context = {"event": "job_ended", "job_id": job_id, "attempt_id": attempt, "node_id": node_id, "trace_id": trace_id}
+    log.info("job ended %s", state, extra={**context, "reason": reason or None})
     await _audit_job(job_id)
     # A slot may have freed: give waiting jobs their chance in arrival order.
     connections.spawn(pump_pending())

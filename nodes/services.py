@@ -574,7 +574,7 @@ async def _send_to_http_node(node_id: str, frame: dict[str, Any]) -> None:
 # --- reads -------------------------------------------------------------------------------------------------------
 
 
-def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int) -> dict[str, Any]:
+def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int, running: int) -> dict[str, Any]:
     status = meta.get("status", NodeStatus.OFFLINE)
     if status != NodeStatus.OFFLINE and meta.get("drained") == "1":
         status = NodeStatus.DRAINING
@@ -588,7 +588,7 @@ def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int) -> dict
         "languages": json.loads(meta.get("languages") or "[]"),
         "services": json.loads(meta.get("services") or "[]"),
         "max_concurrent_jobs": int(cap.get("max") or 0),
-        "running": int(cap.get("running") or 0),
+        "running": running,
         "reserved": reserved,
         "last_heartbeat_at": _iso(meta.get("last_heartbeat_at")),
         "registered_at": _iso(meta.get("registered_at")),
@@ -617,17 +617,20 @@ async def read_nodes(node_ids: list[str]) -> list[dict[str, Any]]:
     """Live views of the given nodes (unknown ones left out), in one round trip."""
     k = keys()
     client = get_redis()
+    now_ms = _now_ms()
     async with client.pipeline(transaction=False) as pipe:
         for node_id in node_ids:
             pipe.hgetall(k.node_meta(node_id))
             pipe.hgetall(k.node_cap(node_id))
-            pipe.zcard(k.node_reservations(node_id))
+            # Slot entries are scored by their own expiry: only live ones count.
+            pipe.zcount(k.node_reservations(node_id), now_ms, "+inf")
+            pipe.zcount(k.node_running(node_id), now_ms, "+inf")
         replies = await pipe.execute()
     nodes = []
     for index in range(len(node_ids)):
-        meta, cap, reserved = replies[3 * index : 3 * index + 3]
+        meta, cap, reserved, running = replies[4 * index : 4 * index + 4]
         if meta:
-            nodes.append(_live_view(meta, cap, int(reserved)))
+            nodes.append(_live_view(meta, cap, int(reserved), int(running)))
     return nodes
 
 

@@ -31,6 +31,9 @@ class PoolOut(Schema):
     required_services: list[str]
     size: int = Field(description="member nodes")
     ready: int = Field(description="members that are ready and not drained")
+    capacity: int = Field(description="job slots its members declare (max_concurrent_jobs summed)")
+    reserved: int = Field(description="slots assigned to a job the node has not taken yet")
+    running: int = Field(description="slots running a job")
 
 
 class PoolsOut(Schema):

@@ -22,6 +22,9 @@ class PoolRow:
     required_services: tuple[str, ...]
     size: int
     ready: int
+    capacity: int = 0  # slots its members declare
+    reserved: int = 0  # slots assigned, not yet taken by the node
+    running: int = 0  # slots running a job
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +34,9 @@ class PoolRow:
             "required_services": list(self.required_services),
             "size": self.size,
             "ready": self.ready,
+            "capacity": self.capacity,
+            "reserved": self.reserved,
+            "running": self.running,
         }
 
 
@@ -81,14 +87,7 @@ async def read_overview() -> PoolOverview:
     # pool_sizes reads the configuration again: a pool created in between has no size here yet, not an error.
     empty = {"size": 0, "ready": 0}
     rows = tuple(
-        PoolRow(
-            pool.pool_id,
-            pool.name,
-            pool.languages,
-            pool.required_services,
-            sizes.get(pool.name, empty)["size"],
-            sizes.get(pool.name, empty)["ready"],
-        )
+        PoolRow(pool.pool_id, pool.name, pool.languages, pool.required_services, **sizes.get(pool.name, empty))
         for pool in config.with_overflow()
     )
     return PoolOverview(

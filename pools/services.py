@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,7 +172,8 @@ async def resync_node(node_id: str, actor: str) -> str:
 
 
 async def pool_sizes() -> dict[str, dict[str, int]]:
-    """Per pool (overflow included): members, and how many of them are `ready` now; two round trips."""
+    """Per pool (overflow included): members, how many are `ready` now, and the slots of its members:
+    reserved (assigned, not yet taken), running, and the declared capacity. Two round trips."""
     config = await current_config()
     k = keys()
     client = get_redis()
@@ -180,13 +182,24 @@ async def pool_sizes() -> dict[str, dict[str, int]]:
         for name in names:
             pipe.smembers(k.pool_members(name))
         memberships = [sorted(members) for members in await pipe.execute()]
+    now_ms = int(time.time() * 1000)
     async with client.pipeline(transaction=False) as pipe:
         for members in memberships:
             for node_id in members:
                 pipe.hmget(k.node_meta(node_id), ["status", "drained"])
-        states = iter(await pipe.execute())
+                pipe.hget(k.node_cap(node_id), "max")
+                # Slot entries are scored by their own expiry: only live ones count.
+                pipe.zcount(k.node_reservations(node_id), now_ms, "+inf")
+                pipe.zcount(k.node_running(node_id), now_ms, "+inf")
+        replies = iter(await pipe.execute())
     sizes: dict[str, dict[str, int]] = {}
     for name, members in zip(names, memberships, strict=True):
-        ready = sum(status == "ready" and drained != "1" for status, drained in (next(states) for _ in members))
-        sizes[name] = {"size": len(members), "ready": ready}
+        row = {"size": len(members), "ready": 0, "capacity": 0, "reserved": 0, "running": 0}
+        for _ in members:
+            (status, drained), capacity, reserved, running = next(replies), next(replies), next(replies), next(replies)
+            row["ready"] += status == "ready" and drained != "1"
+            row["capacity"] += int(capacity or 0)
+            row["reserved"] += int(reserved)
+            row["running"] += int(running)
+        sizes[name] = row
     return sizes

@@ -9,8 +9,9 @@ class SchedulerConfig(AppConfig):
         from prometheus_client import REGISTRY
 
         from scheduler import checks  # noqa: F401  (registers the system checks)
-        from scheduler.metrics import LiveStateCollector
+        from scheduler.metrics import LiveStateCollector, initialize_label_sets
 
         if not getattr(REGISTRY, "_scheduler_live_state", False):
             REGISTRY.register(LiveStateCollector())
             REGISTRY._scheduler_live_state = True  # type: ignore[attr-defined]
+        initialize_label_sets()

@@ -33,15 +33,22 @@ bearer_api_app = BearerAPIHandler()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from nodes.consumers import NodeConsumer  # noqa: E402
 from scheduler.background import ensure_started  # noqa: E402
 from scheduler.routing import browser_websocket_urlpatterns  # noqa: E402
 
+# The admin's CSS and scripts (/static/), served from the installed apps by this process, so `make run` and a
+# bare deployment need no collectstatic and no web server in front; behind a proxy that serves
+# STATIC_ROOT itself, SERVE_STATIC=false turns this off.
+http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+
 router = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": URLRouter(
             [
                 re_path(r"^ws/node/?$", NodeConsumer.as_asgi()),

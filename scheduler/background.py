@@ -17,17 +17,20 @@ log = logging.getLogger(__name__)
 
 _task: asyncio.Task[None] | None = None
 _jobs_task: asyncio.Task[None] | None = None
+_stats_task: asyncio.Task[None] | None = None
 STARTED_AT = time.time()
 
 
 def ensure_started() -> None:
     """Start the loop on the running event loop once (daphne has no lifespan events to hook)."""
-    global _task, _jobs_task
+    global _task, _jobs_task, _stats_task
     loop = asyncio.get_running_loop()
     if _task is None or _task.done() or _task.get_loop() is not loop:
         _task = loop.create_task(_run(), name="scheduler-background")
     if _jobs_task is None or _jobs_task.done() or _jobs_task.get_loop() is not loop:
         _jobs_task = loop.create_task(_run_jobs(), name="scheduler-jobs")
+    if _stats_task is None or _stats_task.done() or _stats_task.get_loop() is not loop:
+        _stats_task = loop.create_task(_run_stats(), name="scheduler-stats")
 
 
 async def _run() -> None:
@@ -57,6 +60,27 @@ async def _run_jobs() -> None:
         except Exception:
             log.exception("job sweep failed", extra={"event": "sweep_failed"})
         await asyncio.sleep(settings.JOB_SWEEP_INTERVAL_S)
+
+
+async def _run_stats() -> None:
+    """A point of the live page's history per interval, written by whichever instance claims it first."""
+    from nodes.services import list_nodes
+    from scheduler import metrics, stats
+
+    async def ready_nodes() -> int:
+        return len(await list_nodes(status="ready"))
+
+    while True:
+        interval = settings.STATS_SAMPLE_INTERVAL_S
+        # Just past each interval boundary, so instances race for the same interval.
+        await asyncio.sleep(interval - time.time() % interval + 0.05)
+        try:
+            if await stats.sample(ready_nodes):
+                metrics.STATS_SAMPLES.inc()
+        except UNAVAILABLE:
+            log.warning("stats sample skipped: Redis unavailable", extra={"event": "redis_down"})
+        except Exception:
+            log.exception("stats sample failed", extra={"event": "stats_failed"})
 
 
 async def _advertise(open_sockets: int) -> None:

@@ -6,6 +6,7 @@ Every reader also honours `<NAME>_FILE`, naming a file that holds the value (for
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 Environ = Mapping[str, str]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class EnvError(ImproperlyConfigured):
@@ -70,6 +72,17 @@ def envfloat(name: str, default: float, minimum: float | None = None, environ: E
     if minimum is not None and number < minimum:
         raise EnvError(f"{name} must be at least {minimum}, not {number}")
     return number
+
+
+def envnets(name: str, default: list[str], environ: Environ | None = None) -> tuple[IPNetwork, ...]:
+    """A comma-separated list of networks in CIDR notation ("10.0.0.0/8,::1/128")."""
+    networks = []
+    for item in envlist(name, default, environ):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise EnvError(f"{name} holds {item!r}, which is not a network like 10.0.0.0/8 or ::1/128") from None
+    return tuple(networks)
 
 
 def envlist(name: str, default: list[str], environ: Environ | None = None) -> list[str]:

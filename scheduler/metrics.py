@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-
-if TYPE_CHECKING:
-    from pools.overview import PoolOverview
 
 NODE_REGISTRATIONS = Counter(
     "scheduler_node_registrations_total",
@@ -70,6 +67,30 @@ STALE_NODE_MESSAGES = Counter(
 )
 AUDIT_WRITTEN = Counter("scheduler_audit_entries_written_total", "Audit stream entries committed to the database.")
 AUDIT_FAILURES = Counter("scheduler_audit_write_failures_total", "Audit batches that failed to commit.")
+JOBS_SUBMITTED = Counter("scheduler_jobs_submitted_total", "Job submissions accepted, by whether they created a job.", ["result"])
+POOL_DEMAND = Counter(
+    "scheduler_pool_demand_total",
+    "Placement attempts by eligible pool (overflow included): jobs arriving for the pool's languages.",
+    ["pool"],
+)
+JOB_CLAIMS = Counter(
+    "scheduler_job_claims_total",
+    "Attempts to take a job's placement claim: claimed, or busy (another process is placing it).",
+    ["result"],
+)
+LOCK_ACQUISITIONS = Counter(
+    "scheduler_lock_acquisitions_total",
+    "Named locks of periodic work: acquired, or busy (another run holds it, so this one skips).",
+    ["lock", "result"],
+)
+LOCK_HELD_SECONDS = Histogram(
+    "scheduler_lock_held_seconds",
+    "How long periodic work held its named lock.",
+    ["lock"],
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0),
+)
+STATS_SAMPLES = Counter("scheduler_stats_samples_total", "Points this process added to the live page's history.")
+METRICS_REFUSALS = Counter("scheduler_metrics_refusals_total", "Scrapes of /metrics refused, by reason.", ["reason"])
 API_KEY_REJECTIONS = Counter("scheduler_api_auth_rejections_total", "REST requests refused by auth.", ["reason"])
 API_ERRORS = Counter(
     "scheduler_api_errors_total", "REST and HTTP node-link error answers, by error code.", ["code"]
@@ -77,7 +98,7 @@ API_ERRORS = Counter(
 
 
 class LiveStateCollector:
-    """Gauges that describe Redis state, computed once per scrape from Redis itself (not from counters a
+    """Gauges that describe Redis state, computed once per scrape from one cluster snapshot (not from values a
     process keeps), so every instance serves the same truth and a dead process leaves nothing stale.
 
     Counters kept in Redis by Lua scripts (leader changes, refused stale writes) are served here too, as
@@ -88,34 +109,42 @@ class LiveStateCollector:
         # One definition for describe() and collect(), so the two cannot drift apart.
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
         return {
-            "nodes": GaugeMetricFamily(
-                "scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"]
-            ),
-            "pool_nodes": GaugeMetricFamily(
+            "nodes": gauge("scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"]),
+            "pool_nodes": gauge(
                 "scheduler_pool_nodes",
                 "Members of each pool (overflow included): total, and ready (ready and not drained).",
                 labels=["pool", "state"],
             ),
-            "pool_config_version": GaugeMetricFamily(
-                "scheduler_pool_config_version", "Version of the pool configuration in Redis."
+            "pool_slots": gauge(
+                "scheduler_pool_slots",
+                "Job slots of each pool's members: capacity (declared), reserved (assigned, not yet taken), running.",
+                labels=["pool", "state"],
             ),
-            "pool_epoch": GaugeMetricFamily(
+            "jobs_in_flight": gauge(
+                "scheduler_jobs_in_flight", "Jobs not yet in a terminal state, by state (from Redis).", labels=["state"]
+            ),
+            "jobs_waiting": gauge("scheduler_jobs_waiting", "Jobs waiting in the pending queue for a free slot."),
+            "instances": gauge("scheduler_instances", "Web instances advertising themselves in Redis."),
+            "audit_backlog": gauge("scheduler_audit_backlog_entries", "Audit entries not yet written to the database."),
+            "audit_lag": gauge("scheduler_audit_lag_seconds", "Age of the oldest audit entry not yet written; 0 when none."),
+            "audit_dead": gauge("scheduler_audit_dead_letters", "Audit entries moved to the dead-letter stream."),
+            "pool_config_version": gauge("scheduler_pool_config_version", "Version of the pool configuration in Redis."),
+            "pool_epoch": gauge(
                 "scheduler_pool_epoch", "Highest fencing epoch granted to a pool leader (the current one's)."
             ),
-            "pool_leader_present": GaugeMetricFamily(
+            "pool_leader_present": gauge(
                 "scheduler_pool_leader_present", "1 while some process holds the pool leader lease."
             ),
-            "pool_leader_changes": CounterMetricFamily(
+            "pool_leader_changes": counter(
                 "scheduler_pool_leader_changes", "Pool leader lease acquisitions (each grants a new epoch)."
             ),
-            "pool_stale_refusals": CounterMetricFamily(
+            "pool_stale_refusals": counter(
                 "scheduler_pool_stale_epoch_refusals",
                 "Pool configuration writes refused because a newer leader epoch exists.",
             ),
-            "up": GaugeMetricFamily(
-                "scheduler_redis_up", "1 when this process could read the live state from Redis."
-            ),
+            "up": gauge("scheduler_redis_up", "1 when this process could read the live state from Redis."),
         }
 
     def describe(self):  # type: ignore[no-untyped-def]
@@ -123,38 +152,73 @@ class LiveStateCollector:
         yield from self._families().values()
 
     def collect(self):  # type: ignore[no-untyped-def]
-        from nodes.models import NodeStatus
+        from scheduler.cluster import read_snapshot
         from scheduler.redis import UNAVAILABLE, run_sync
 
         families = self._families()
         up = families.pop("up")
         try:
-            live, pools = run_sync(_read_live_state)
+            snapshot = run_sync(read_snapshot)
         except UNAVAILABLE:
             up.add_metric([], 0)
             yield up
             return
-        counts = dict.fromkeys(NodeStatus.values, 0)
-        for node in live:
-            counts[node["status"]] = counts.get(node["status"], 0) + 1
-        for status, count in counts.items():
-            families["nodes"].add_metric([status], count)
-        for pool in pools.pools:
-            families["pool_nodes"].add_metric([pool.name, "total"], pool.size)
-            families["pool_nodes"].add_metric([pool.name, "ready"], pool.ready)
-        families["pool_config_version"].add_metric([], pools.version)
-        families["pool_epoch"].add_metric([], pools.highest_epoch)
-        families["pool_leader_present"].add_metric([], int(pools.leader is not None))
-        families["pool_leader_changes"].add_metric([], pools.leader_changes)
-        families["pool_stale_refusals"].add_metric([], pools.stale_refusals)
+        _fill(families, snapshot)
         up.add_metric([], 1)
         yield from families.values()
         yield up
 
 
-async def _read_live_state() -> tuple[list[dict[str, Any]], PoolOverview]:
-    """Everything a scrape shows, read in one event loop: the nodes, then the pool overview."""
-    from nodes.services import list_nodes
-    from pools.overview import read_overview
+def _fill(families: dict[str, Any], snapshot: Any) -> None:
+    from jobs.models import TERMINAL_STATES, JobState
 
-    return await list_nodes(), await read_overview()
+    for status, count in snapshot.nodes_by_status.items():
+        families["nodes"].add_metric([status], count)
+    for pool in snapshot.pools.pools:
+        families["pool_nodes"].add_metric([pool.name, "total"], pool.size)
+        families["pool_nodes"].add_metric([pool.name, "ready"], pool.ready)
+        for state in ("capacity", "reserved", "running"):
+            families["pool_slots"].add_metric([pool.name, state], getattr(pool, state))
+    for state in JobState.values:
+        if state not in TERMINAL_STATES:
+            families["jobs_in_flight"].add_metric([state], snapshot.jobs_in_flight.get(state, 0))
+    families["jobs_waiting"].add_metric([], snapshot.jobs_waiting)
+    families["instances"].add_metric([], sum(instance.advertised for instance in snapshot.instances))
+    families["audit_backlog"].add_metric([], snapshot.audit.backlog)
+    families["audit_lag"].add_metric([], snapshot.audit.lag_s)
+    families["audit_dead"].add_metric([], snapshot.audit.dead_letters)
+    pools = snapshot.pools
+    families["pool_config_version"].add_metric([], pools.version)
+    families["pool_epoch"].add_metric([], pools.highest_epoch)
+    families["pool_leader_present"].add_metric([], int(pools.leader is not None))
+    families["pool_leader_changes"].add_metric([], pools.leader_changes)
+    families["pool_stale_refusals"].add_metric([], pools.stale_refusals)
+
+
+def initialize_label_sets() -> None:
+    """Create the known label combinations at zero in every process, so a counter exists (and `rate()` and the
+    alert rules see a series) before its first event, instead of appearing only when something goes wrong."""
+    from jobs.models import FailureReason, JobState
+    from scheduler import scripts
+
+    for kind in ("ack", "job"):
+        TIMEOUTS.labels(kind=kind)
+    JOBS_ENDED.labels(state=JobState.DONE, reason="none")
+    for reason in FailureReason.values:
+        JOBS_ENDED.labels(state=JobState.FAILED, reason=reason)
+        RETRIES.labels(reason=reason)
+    JOBS_ENDED.labels(state=JobState.CANCELLED, reason=FailureReason.CANCELLED)
+    RESERVATIONS.labels(result="ok", reason="ok")
+    for refusal in ("not_ready", "draining", "languages", "service", "unavailable", "full", "gone"):
+        RESERVATIONS.labels(result="refused", reason=refusal)
+    for operation in (*scripts.names(), "audit_record", "api", "channel_receive"):
+        REDIS_ERRORS.labels(operation=operation)
+    for result in ("created", "duplicate"):
+        JOBS_SUBMITTED.labels(result=result)
+    for result in ("claimed", "busy"):
+        JOB_CLAIMS.labels(result=result)
+    for lock in ("jobs.sweep_deadlines", "nodes.sweep_deadlines", "scheduler.write_audit"):
+        for result in ("acquired", "busy"):
+            LOCK_ACQUISITIONS.labels(lock=lock, result=result)
+    NO_AVAILABLE_NODE.inc(0)
+    POOL_EMPTY.inc(0)

@@ -198,6 +198,26 @@ class Keys:
     def jobs_pending(self) -> str:
         return f"{self.prefix}:jobs:pending"
 
+    # Activity history for the live cluster page (scheduler/stats.py).
+    @property
+    def stats_counters(self) -> str:
+        return f"{self.prefix}:stats:counters"
+
+    @property
+    def stats_series(self) -> str:
+        return f"{self.prefix}:stats:series"
+
+    @property
+    def stats_last(self) -> str:
+        return f"{self.prefix}:stats:last"
+
+    @property
+    def stats_failures(self) -> str:
+        return f"{self.prefix}:stats:failures"
+
+    def stats_sample_claim(self, slot: int) -> str:
+        return f"{self.prefix}:stats:sample:{slot}"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
 

@@ -139,6 +139,18 @@ def ensure_secret_key(environ: Mapping[str, str], env: dict[str, str]) -> None:
     env["SECRET_KEY_FILE"] = str(SECRET_KEY_PATH)
 
 
+def prepare_metrics_dir(environ: Mapping[str, str]) -> Path:
+    """Every child writes its Prometheus samples under one folder, which /metrics sums (multiprocess mode).
+    Files left by an earlier run would be summed too, so the folder is emptied before any child starts."""
+    folder = Path(raw("PROMETHEUS_MULTIPROC_DIR", environ) or VAR_DIR / "prometheus").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = list(folder.glob("*.db"))
+    for path in stale:
+        path.unlink()
+    say(f"Metrics of every process go to {folder}" + (f" ({len(stale)} files of an earlier run removed)" if stale else ""))
+    return folder
+
+
 def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
     try:
         binary = find_redis_server(install=False)
@@ -308,6 +320,7 @@ class Supervisor:
         if sys.stdout.isatty() and not self.env.get("LOG_FORMAT"):
             self.env["LOG_FORMAT"] = "console"
         ensure_secret_key(self.environ, self.env)
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_metrics_dir(self.environ))
 
     def run_step(self, description: str, manage_args: list[str]) -> None:
         say(f"{description}: manage.py {' '.join(manage_args)}")

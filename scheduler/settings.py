@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from scheduler.env import envbool, envfloat, envint, envlist, envstr, raw
+from scheduler.env import envbool, envfloat, envint, envlist, envnets, envstr, raw
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -99,6 +99,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# The web process serves /static/ itself (scheduler/asgi.py); false when a proxy serves STATIC_ROOT.
+SERVE_STATIC = envbool("SERVE_STATIC", True)
 
 # --- Redis, channel layer, Celery ---------------------------------------------------------------------------
 
@@ -198,6 +200,18 @@ API_KEY_CACHE_S = envfloat("API_KEY_CACHE_S", 5.0, minimum=0.0)
 # Client side: the key `submit_jobs` uses when --api-key is not given (keeps the secret off the process list).
 SCHEDULER_API_KEY = envstr("SCHEDULER_API_KEY", "")
 
+# --- Observability -------------------------------------------------------------------------------------------------
+
+# The live cluster page's history: one point per interval (one instance writes it), kept this long.
+STATS_SAMPLE_INTERVAL_S = envfloat("STATS_SAMPLE_INTERVAL_S", 10.0, minimum=0.1)
+STATS_HISTORY_S = envfloat("STATS_HISTORY_S", 3600.0, minimum=60.0)
+# /metrics: with METRICS_TOKEN set, scrapers must send `Authorization: Bearer <token>`; otherwise only clients
+# whose address is inside METRICS_ALLOWED_NETS may read it (loopback and private networks by default).
+METRICS_TOKEN = envstr("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETS = envnets(
+    "METRICS_ALLOWED_NETS", ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+)
+
 # --- Logging -------------------------------------------------------------------------------------------------------
 
 LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
@@ -216,6 +230,11 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # One line per HTTP request and WebSocket connect (scheduler/serve.py): off unless asked for.
+        "scheduler.access": {"level": "INFO" if envbool("ACCESS_LOG", False) else "WARNING"},
+        # uvicorn logs WebSocket paths with their query string, which can hold a node token.
+        "uvicorn.error": {"level": "WARNING"},
+        "uvicorn.access": {"level": "WARNING"},
         # One line per periodic task run (every second for the audit writer) would bury everything else.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},

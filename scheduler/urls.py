@@ -1,10 +1,13 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
-from scheduler import views
+from scheduler import live, views
 from scheduler.api import api, unknown_route
 
 urlpatterns = [
+    # admin_view: staff only, never cached.
+    path("admin/cluster/", admin.site.admin_view(live.cluster_page), name="live_cluster"),
+    path("admin/cluster/data", admin.site.admin_view(live.cluster_json), name="live_cluster_data"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", unknown_route),

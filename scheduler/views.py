@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
+import logging
+import os
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from scheduler import metrics
+from scheduler.metrics import LiveStateCollector
 from scheduler.redis import UNAVAILABLE, get_redis
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -40,5 +50,43 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _metrics_refusal(request: HttpRequest) -> str | None:
+    """Why this request may not read /metrics, or None when it may (see METRICS_TOKEN in settings)."""
+    if settings.METRICS_TOKEN:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return "missing_token"
+        if not hmac.compare_digest(presented.strip().encode(), settings.METRICS_TOKEN.encode()):
+            return "bad_token"
+        return None
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return "unknown_address"
+    if not any(address in network for network in settings.METRICS_ALLOWED_NETS):
+        return "address_not_allowed"
+    return None
+
+
+def metrics_registry() -> CollectorRegistry:
+    """In multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `make run`) counters and histograms are summed
+    over every process's files; the live-state gauges are read from Redis once per scrape either way."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(LiveStateCollector())
+    return registry
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    return ExportToDjangoView(request)
+    reason = _metrics_refusal(request)
+    if reason is not None:
+        metrics.METRICS_REFUSALS.labels(reason=reason).inc()
+        log.warning("metrics scrape refused", extra={"event": "metrics_refused", "reason": reason})
+        detail = "send Authorization: Bearer <METRICS_TOKEN>" if settings.METRICS_TOKEN else (
+            "this address is outside METRICS_ALLOWED_NETS"
+        )
+        body = {"error": {"code": "FORBIDDEN", "message": f"/metrics refused: {detail}", "details": {"reason": reason}}}
+        return JsonResponse(body, status=403)
+    return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)

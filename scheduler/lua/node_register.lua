@@ -49,10 +49,10 @@ if #caps > 0 then
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 end
 
--- Capacity: the declared maximum is the node's to state; the running count belongs to the scheduler and is
--- never overwritten by what a node reports (the old system's heartbeat overwrite leaked and oversubscribed).
+-- Capacity: the declared maximum is the node's to state; what runs belongs to the scheduler (the reserved and
+-- running sets of node_reserve.lua) and is never taken from what a node reports (the old system's heartbeat
+-- overwrite leaked and oversubscribed).
 redis.call('HSET', KEYS[3], 'max', ARGV[8])
-redis.call('HSETNX', KEYS[3], 'running', 0)
 redis.call('PERSIST', KEYS[3])
 
 -- A registering node is due for a check at whichever comes first: missed heartbeats or warm-up expiry.

@@ -218,7 +218,7 @@ class Cluster:
                 else ""
             )
             if kind:
-                at = datetime.fromisoformat(record["ts"]).timestamp()
+                at = datetime.fromisoformat(record["timestamp"]).timestamp()
                 events.append(LeaderLogEvent(at, name, kind, record.get("reason", "")))
         return events
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pools import cluster_support
 from tests.pools.cluster_support import (
@@ -22,6 +24,21 @@ from tests.pools.cluster_support import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+LEADER_METRICS = {
+    "scheduler_pool_leader_present": "present", "scheduler_pool_epoch": "epoch",
+    "scheduler_pool_leader_changes_total": "changes",
+}  # fmt: skip
+
+
+def leader_metrics(url: str) -> dict[str, int]:
+    body = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        LEADER_METRICS[sample.name]: int(sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name in LEADER_METRICS
+    }
 
 # The cluster's fixtures (kept out of tests/pools/conftest.py); `redis_url` replaces the session-wide one.
 cluster, cluster_redis, node_token, pool_timings, redis_url = (
@@ -69,6 +86,7 @@ async def test_one_leader_at_every_moment_and_a_new_one_within_ttl_plus_renew_af
         history_before = cluster.history()
         pools_before = cluster.pools()
 
+        metrics_before = leader_metrics(web_a.url)
         with LeaseSampler(cluster.env["REDIS_URL"]) as sampler:
             await asyncio.sleep(1.0)
             killed_wall, killed_at = time.time(), time.monotonic()
@@ -121,3 +139,13 @@ async def test_one_leader_at_every_moment_and_a_new_one_within_ttl_plus_renew_af
             new_holder,
             0,
         )
+
+        # What operators see: the epoch gauge moved on and the leader-change counter grew by one, on both
+        # instances (the values come from Redis, not from the process that scrapes).
+        assert metrics_before == {"present": 1, "epoch": epoch, "changes": metrics_before["changes"]}
+        for web in cluster.webs:
+            assert leader_metrics(web.url) == {"present": 1, "epoch": new_epoch, "changes": metrics_before["changes"] + 1}
+
+        # With the last worker gone too, the leader gauge drops to 0 once the lease expires.
+        cluster.workers[survivor].kill()
+        await async_wait_until(lambda: leader_metrics(web_b.url)["present"] == 0, TTL_S + 2 * SLACK_S, "leader gauge 0", interval=0.2, cluster=cluster)

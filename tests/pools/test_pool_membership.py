@@ -37,7 +37,8 @@ async def test_nodes_of_en_zh_en_zh_and_de_en_zh_make_two_pools_of_two_and_one()
     assert len({p.pool_id for p in config.pools}) == 2
     assert await members("en-zh") == {a, b}
     assert await members("de-en-zh") == {c}
-    assert (await pools.pool_sizes())["en-zh"] == {"size": 2, "ready": 2}
+    sizes = (await pools.pool_sizes())["en-zh"]
+    assert (sizes["size"], sizes["ready"], sizes["reserved"], sizes["running"]) == (2, 2, 0, 0)
 
 
 async def test_each_dynamic_creation_bumps_the_version_once():

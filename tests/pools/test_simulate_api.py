@@ -3,6 +3,7 @@ the node a job would get now, reserving nothing."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -23,8 +24,11 @@ NOTHING_REMOVED = {
 
 
 async def fill(node_id: str) -> None:
+    """Every slot of the node running a job, as node_slot.lua leaves them (members scored by their expiry)."""
     k = keys()
-    await get_redis().hset(k.node_cap(node_id), "running", await get_redis().hget(k.node_cap(node_id), "max"))
+    slots = int(await get_redis().hget(k.node_cap(node_id), "max"))
+    expiry = int(time.time() * 1000) + 60_000
+    await get_redis().zadd(k.node_running(node_id), {f"job-{i}#1": expiry for i in range(slots)})
 
 
 async def without_ready_semantic(node_id: str, conn: services.Connection) -> None:

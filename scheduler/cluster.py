@@ -1,0 +1,84 @@
+"""One read of the whole cluster's live state from Redis, shared by the metrics scrape (LiveStateCollector),
+the live cluster page and `cluster_status`: whatever shows it, the numbers come from the same reads."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodes.services import list_nodes
+from pools.overview import Instance, PoolOverview, read_instances, read_overview
+from scheduler.redis import get_redis, keys
+
+# In-flight jobs are counted by reading each one's state; past this many the count is a lower bound (the
+# deadline index holds every in-flight job, and a cluster this busy has bigger concerns than one gauge).
+IN_FLIGHT_READ_LIMIT = 50_000
+
+
+@dataclass(frozen=True)
+class AuditState:
+    backlog: int  # entries not yet in the database
+    lag_s: float  # age of the oldest of them; 0 when none
+    dead_letters: int  # entries the writer gave up on
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    read_at: float
+    instances: list[Instance]
+    pools: PoolOverview
+    nodes: list[dict[str, Any]]
+    jobs_in_flight: dict[str, int]  # by state; every non-terminal job
+    jobs_waiting: int  # of those, waiting for capacity in the pending queue
+    audit: AuditState
+    nodes_by_status: dict[str, int] = field(default_factory=dict)
+
+
+async def read_jobs_in_flight() -> tuple[dict[str, int], int]:
+    """Non-terminal jobs by state (every one has an entry in the deadline index), and how many wait."""
+    k = keys()
+    client = get_redis()
+    job_ids = await client.zrange(k.job_deadlines, 0, IN_FLIGHT_READ_LIMIT - 1)
+    async with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(k.job(job_id), "state")
+        pipe.zcard(k.jobs_pending)
+        *states, waiting = await pipe.execute()
+    return dict(Counter(state for state in states if state)), int(waiting)
+
+
+async def read_audit_state() -> AuditState:
+    """The writer deletes what it committed, so the stream holds exactly the backlog; an entry id starts
+    with its creation time in milliseconds."""
+    k = keys()
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.xlen(k.audit_stream)
+        pipe.xrange(k.audit_stream, count=1)
+        pipe.xlen(f"{k.audit_stream}:dead")
+        backlog, oldest, dead = await pipe.execute()
+    lag_s = 0.0
+    if oldest:
+        lag_s = max(0.0, time.time() - int(oldest[0][0].split("-")[0]) / 1000)
+    return AuditState(int(backlog), lag_s, int(dead))
+
+
+async def read_snapshot() -> Snapshot:
+    from nodes.models import NodeStatus
+
+    nodes = await list_nodes()
+    by_status = dict.fromkeys(NodeStatus.values, 0)
+    for node in nodes:
+        by_status[node["status"]] = by_status.get(node["status"], 0) + 1
+    in_flight, waiting = await read_jobs_in_flight()
+    return Snapshot(
+        read_at=time.time(),
+        instances=await read_instances(),
+        pools=await read_overview(),
+        nodes=nodes,
+        jobs_in_flight=in_flight,
+        jobs_waiting=waiting,
+        audit=await read_audit_state(),
+        nodes_by_status=by_status,
+    )

@@ -1,0 +1,59 @@
+"""The live page's history (scheduler/stats.py): counters bumped in the hot path's own pipelines, one point
+per interval written by exactly one instance, deltas that survive a counter reset."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scheduler import stats
+from scheduler.redis import get_redis, keys
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_point_holds_rates_failures_per_pool_counts_and_the_p95_bucket_of_dispatch_latency(settings):
+    settings.STATS_SAMPLE_INTERVAL_S = 10
+    previous = {"t": 100.0, "counters": {"ended": 10, "ended:DONE": 8, "dispatched:pool:en-zh": 10}}
+    counters = {
+        "ended": 30, "ended:DONE": 26, "failed:JOB_TIMEOUT": 2, "dispatched:pool:en-zh": 30,
+        # 19 dispatches within 5 ms, one within 250 ms: the 95th percentile is in the 5 ms bucket.
+        "dispatch_le:5": 19, "dispatch_le:250": 1,
+    }  # fmt: skip
+    point = stats.make_point(110.0, counters, previous, ready_nodes=4)
+    assert point["jobs_per_s"] == 2.0
+    assert point["completed"] == 18
+    assert point["failed"] == {"JOB_TIMEOUT": 2}
+    assert point["pools"] == {"en-zh": 20}
+    assert point["p95_dispatch_ms"] == 5
+    assert point["ready_nodes"] == 4
+    counters["dispatch_le:250"] = 3  # now 3 of 22 are slow: p95 moves to the 250 ms bucket
+    assert stats.make_point(110.0, counters, None, ready_nodes=4)["p95_dispatch_ms"] == 250
+
+
+def test_a_counter_that_went_down_counts_from_zero_like_a_prometheus_reset(settings):
+    previous = {"t": 0.0, "counters": {"ended": 500}}
+    assert stats.make_point(10.0, {"ended": 7}, previous, ready_nodes=0)["ended"] == 7
+
+
+async def test_instances_racing_for_an_interval_write_one_point(settings):
+    settings.STATS_SAMPLE_INTERVAL_S = 60
+    calls = []
+
+    async def ready() -> int:
+        calls.append(1)
+        return 2
+
+    async with get_redis().pipeline(transaction=False) as pipe:
+        stats.record_dispatch(pipe, "en-zh", 3)
+        stats.record_end(pipe, "job-1", "FAILED", "NODE_ERROR", succeeded=False)
+        stats.record_end(pipe, "job-2", "DONE", "", succeeded=True)
+        await pipe.execute()
+    won = await asyncio.gather(*(stats.sample(ready) for _ in range(5)))
+    assert sorted(won) == [False] * 4 + [True]
+    assert len(calls) == 1  # only the winner counted the ready nodes
+    [point] = await stats.read_series()
+    assert (point["ended"], point["completed"], point["failed"], point["pools"]) == (2, 1, {"NODE_ERROR": 1}, {"en-zh": 1})
+    assert [f["job_id"] for f in await stats.read_recent_failures()] == ["job-1"]
+    assert await get_redis().llen(keys().stats_series) == 1
