@@ -45,6 +45,9 @@ async def test_the_pools_answer_lists_each_pool_with_its_size_and_ready_count_an
         "required_services": ["asr", "nmt", "tts"],
         "size": 1,
         "ready": 1,
+        "capacity": 4,
+        "reserved": 0,
+        "running": 0,
     }
     assert (by_name["de-en"]["size"], by_name["de-en"]["ready"]) == (1, 1)
     assert body["pools"][-1] == {
@@ -54,6 +57,9 @@ async def test_the_pools_answer_lists_each_pool_with_its_size_and_ready_count_an
         "required_services": ["asr", "nmt", "tts"],
         "size": 0,
         "ready": 0,
+        "capacity": 0,
+        "reserved": 0,
+        "running": 0,
     }
 
 
