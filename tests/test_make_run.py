@@ -78,7 +78,12 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
         NODE_HEARTBEAT_INTERVAL_S="1",
         NODE_HEARTBEAT_TIMEOUT_S="5",
         PYTHONUNBUFFERED="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
+    # A file of an earlier run: the supervisor must empty the folder, or /metrics would add its counts.
+    (tmp_path / "prometheus").mkdir()
+    stale = tmp_path / "prometheus" / "counter_999999.db"
+    stale.write_bytes(b"stale")
     runner = subprocess.Popen(
         [sys.executable, "-m", "scheduler.runner"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -115,6 +120,16 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
                         break
                     assert time.monotonic() < deadline, page[-3000:]
                     await asyncio.sleep(0.5)
+                # Metrics of every process, summed: the web process counted the registrations, the worker's
+                # pool children wrote the audit entries.
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+                registered = re.search(r'^scheduler_node_registrations_total\{result="ok"\} (\S+)$', body, re.M)
+                assert registered and float(registered.group(1)) >= 20, body[:2000]
+                written = re.search(r"^scheduler_audit_entries_written_total (\S+)$", body, re.M)
+                assert written and float(written.group(1)) >= 20, body[:2000]
+                assert not stale.exists()
+                writers = {path.stem.rsplit("_", 1)[1] for path in (tmp_path / "prometheus").glob("counter_*.db")}
+                assert len(writers) >= 2, writers
             finally:
                 await fleet.stop()
 
