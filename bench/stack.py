@@ -1,19 +1,46 @@
-"""A fresh stack for a benchmark: its own Redis, a SQLite database in a temp folder, one web server
-process, a node token and an API key. Benchmarks are scripts, so like the `make run` supervisor they set
-the environment before Django starts."""
+"""A fresh stack for a benchmark: its own Redis, a SQLite database in a temp folder, a node token and an API
+key (`bench_environment`), and web server processes on it (`web_servers`), daphne or uvicorn, one or
+more. Benchmarks are scripts, so like the `make run` supervisor they set the environment before Django
+starts; Django is set up once per process, so one environment serves every scenario of a run and
+`reset_redis` gives each scenario an empty Redis with zeroed command statistics.
+
+`scheduler_stack` is the one-server shorthand the single-purpose benchmarks use.
+"""
 
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import django
+import redis
 
 from scheduler.embedded_redis import RedisProcess
+from tests.support.processes import AsgiServer
+
+ServerKind = Literal["daphne", "uvicorn"]
+# uvicorn as it would be deployed: lifespan on (the app answers it), no per-request access log line
+# (daphne writes none either).
+UVICORN_ARGS = ("--lifespan", "on", "--no-access-log")
+
+
+@dataclass(frozen=True)
+class Environment:
+    workdir: Path
+    redis: RedisProcess
+    database_url: str
+    node_token: str
+    api_key: str
+
+    def client(self) -> redis.Redis:
+        """A Redis client of the benchmark's own, never one of the code under test."""
+        return redis.Redis(port=self.redis.port, decode_responses=True)
 
 
 @dataclass(frozen=True)
@@ -26,22 +53,81 @@ class Stack:
     server_log: Path | None
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft open-files limit to the hard one; children started later inherit it."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 @contextmanager
-def scheduler_stack(server_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def bench_environment() -> Iterator[Environment]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    os.environ.update(DJANGO_SETTINGS_MODULE="scheduler.settings", DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}")
-    with RedisProcess() as redis:
-        os.environ["REDIS_URL"] = redis.url
+    database_url = f"sqlite:///{workdir / 'db.sqlite3'}"
+    os.environ.update(DJANGO_SETTINGS_MODULE="scheduler.settings", DATABASE_URL=database_url, LOG_LEVEL="WARNING")
+    with RedisProcess() as redis_process:
+        os.environ["REDIS_URL"] = redis_process.url
         django.setup()
         from django.core.management import call_command
 
         from access.models import ApiKey, Scope
         from nodes.models import NodeToken
-        from tests.support.processes import AsgiServer
 
         call_command("migrate", verbosity=0)
         _, token = NodeToken.issue("bench")
         _, key = ApiKey.issue("bench", [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.NODES_READ])
-        env = {"REDIS_URL": redis.url, "DATABASE_URL": os.environ["DATABASE_URL"], "LOG_LEVEL": "WARNING", **(server_env or {})}
-        with AsgiServer(env=env) as server:
-            yield Stack(server.url, server.ws_url, token, key, server.pid or 0, server.log_path)
+        yield Environment(workdir, redis_process, database_url, token, key)
+
+
+def reset_redis(env: Environment) -> None:
+    """Empty every database and zero INFO commandstats: each scenario starts from nothing."""
+    client = env.client()
+    client.flushall()
+    client.config_resetstat()
+
+
+@contextmanager
+def web_servers(
+    env: Environment, server: ServerKind = "daphne", instances: int = 1, server_env: dict[str, str] | None = None
+) -> Iterator[list[AsgiServer]]:
+    """`instances` processes serving `scheduler.asgi:application`, all on the environment's Redis, with
+    Prometheus multiprocess mode on as `make run` has it (a fresh folder per call, in the server's
+    `extra_env["PROMETHEUS_MULTIPROC_DIR"]`), so a benchmark can read their metrics without a scrape."""
+    metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=env.workdir)
+    process_env = {"REDIS_URL": env.redis.url, "DATABASE_URL": env.database_url, "LOG_LEVEL": "WARNING",
+                   "PROMETHEUS_MULTIPROC_DIR": metrics_dir, **(server_env or {})}  # fmt: skip
+    with ExitStack() as stack:
+        servers = [stack.enter_context(_server(process_env, server)) for _ in range(instances)]
+        yield servers
+
+
+def _server(process_env: dict[str, str], server: ServerKind, app: str | None = None) -> AsgiServer:
+    extra: Sequence[str] = UVICORN_ARGS if server == "uvicorn" else ()
+    if app is None:
+        return AsgiServer(env=process_env, server=server, extra_args=extra, start_timeout=60)
+    return AppServer(app, env=process_env, server=server, extra_args=extra, start_timeout=60)
+
+
+class AppServer(AsgiServer):
+    """An AsgiServer launched exactly the same way (daphne through `scheduler.serve`, or uvicorn) but
+    serving another ASGI application; it must answer GET /healthz."""
+
+    def __init__(self, app: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.app = app
+
+    def command(self) -> list[str]:
+        command = super().command()
+        command[-1] = self.app
+        return command
+
+
+def app_server(server: ServerKind, app: str) -> AsgiServer:
+    """A server for a bench-only application that needs neither Redis nor the database."""
+    return _server({}, server, app)
+
+
+@contextmanager
+def scheduler_stack(server_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    with bench_environment() as env, web_servers(env, server_env=server_env) as (server,):
+        yield Stack(server.url, server.ws_url, env.node_token, env.api_key, server.pid or 0, server.log_path)

@@ -1,0 +1,149 @@
+"""Jobs through the scheduler, measured over a window: M simulated nodes (own process), K REST submitters
+(own process), one or more web instances, one Redis.
+
+After the warm-up the parent takes its snapshots (CPU of every process, Redis command counts), waits the
+window, snapshots again and only then stops the clients; each client reports with wall-clock times, so
+only work inside the window counts:
+
+- throughput: jobs that ended DONE (as the submitting client saw it) inside the window, per second;
+- end to end: the loadgen's submit -> terminal-state-visible latency of those jobs;
+- scheduling latency: `created_at` of the job (stamped by Redis `TIME` in `job_create.lua` while the
+  server handles the POST, in ms) -> the simulated node's handler starting on its first `job_assign`, for
+  jobs created inside the window; same machine, same clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import fleet, submit
+from bench.child import Child
+from bench.measure import CpuWindow, ProcessUsage, command_calls, command_delta, summary_ms, usage_rows
+from bench.profiling import Profiler
+from bench.stack import Environment, ServerKind, reset_redis, web_servers
+
+
+@dataclass(frozen=True)
+class JobScenario:
+    label: str
+    server: ServerKind = "daphne"
+    instances: int = 1
+    nodes: int = 10
+    capacity: int = 4
+    processing_ms: float = 0.0
+    concurrency: int = 16
+    # Total job submissions per second (open loop); None: closed loop, as fast as answers come back.
+    rate: float | None = None
+    warmup_s: float = 3.0
+    duration_s: float = 10.0
+    heartbeat_interval_s: float = 15.0
+    fleet_stagger_s: float = 0.0
+
+
+def run(env: Environment, scenario: JobScenario, server_env: dict[str, str] | None = None,
+        profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """One scenario on a fresh Redis and fresh servers; `profile` records the first server with py-spy."""
+    reset_redis(env)
+    with web_servers(env, scenario.server, scenario.instances, server_env) as servers:
+        nodes = Child("node fleet", fleet.run, _fleet_config(env, scenario, [s.ws_url for s in servers]))
+        nodes.start(ready_timeout=180 + 2 * scenario.nodes * scenario.fleet_stagger_s)
+        try:
+            config = submit.SubmitConfig([s.url for s in servers], env.api_key, scenario.concurrency, scenario.rate)
+            submitters = Child("submitters", submit.run, config).start(ready_timeout=60)
+            try:
+                time.sleep(scenario.warmup_s)
+                processes = {f"web-{i + 1} ({scenario.server})": [s.pid or 0] for i, s in enumerate(servers)}
+                processes |= {"redis-server": [env.redis.pid or 0], "bench nodes": [nodes.pid], "bench submitters": [submitters.pid]}
+                profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
+                window = _measure(env, scenario.duration_s, processes, profiler)
+            finally:
+                finished: list[submit.Finished] = submitters.stop()
+        finally:
+            outcome: fleet.FleetOutcome = nodes.stop()
+    return _report(env, scenario, window, finished, outcome)
+
+
+def _fleet_config(env: Environment, scenario: JobScenario, ws_urls: list[str]) -> fleet.FleetConfig:
+    return fleet.FleetConfig(
+        ws_urls=ws_urls, token=env.node_token, nodes=scenario.nodes, capacity=scenario.capacity,
+        processing_ms=scenario.processing_ms, heartbeat_interval_s=scenario.heartbeat_interval_s,
+        stagger_s=scenario.fleet_stagger_s, register_timeout_s=120 + 2 * scenario.nodes * scenario.fleet_stagger_s,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Window:
+    started: float
+    ended: float
+    cpu: list[ProcessUsage]
+    redis_calls: dict[str, int]
+    profile: dict[str, Any] | None
+
+
+def _measure(env: Environment, duration_s: float, processes: dict[str, list[int]], profiler: Profiler | None) -> Window:
+    client = env.client()
+    cpu = CpuWindow(processes)
+    calls_before = command_calls(client)
+    cpu.start()
+    started = time.time()
+    if profiler:
+        profiler.start()
+    time.sleep(duration_s)
+    ended = time.time()
+    usage = cpu.stop()
+    calls = command_delta(calls_before, command_calls(client))
+    return Window(started, ended, usage, calls, profiler.finish() if profiler else None)
+
+
+def _report(env: Environment, scenario: JobScenario, window: Window, finished: list[submit.Finished],
+            outcome: fleet.FleetOutcome) -> dict[str, Any]:  # fmt: skip
+    seconds = window.ended - window.started
+    inside = [job for job in finished if window.started <= job.done_at < window.ended]
+    done = [job for job in inside if job.state == "DONE"]
+    completed = len(done)
+    per_job = max(completed, 1)
+    scheduling = _scheduling_latencies(env, outcome.assigned_at, window)
+    total_calls = sum(window.redis_calls.values())
+    return {
+        "scenario": asdict(scenario),
+        "window_s": round(seconds, 3),
+        "completed": completed,
+        "not_done": _count_states(job for job in inside if job.state != "DONE"),
+        "throughput_jobs_per_s": round(completed / seconds, 2),
+        "end_to_end_ms": summary_ms(job.latency_s for job in done if job.latency_s is not None),
+        "scheduling_ms": summary_ms(scheduling),
+        "redis_commands_per_job": round(total_calls / per_job, 2),
+        "redis_commands_top_per_job": {name: round(n / per_job, 2) for name, n in list(window.redis_calls.items())[:12]},
+        "processes": usage_rows(window.cpu, seconds, completed),
+        "fleet": fleet.describe(outcome),
+        "profile": window.profile,
+    }
+
+
+def _count_states(jobs: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        key = f"{job.state}:{job.reason}" if job.state else "unfinished"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _scheduling_latencies(env: Environment, assigned_at: dict[str, float], window: Window) -> list[float]:
+    """created_at (server, ms) -> job_assign at the node, for first attempts of jobs created in the window."""
+    from scheduler.redis import keys
+
+    job_ids = list(assigned_at)
+    pipe = env.client().pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hget(keys().job(job_id), "created_at")
+    latencies = []
+    for job_id, created_ms in zip(job_ids, pipe.execute(), strict=True):
+        if created_ms is None:
+            continue
+        created = int(created_ms) / 1000
+        if window.started <= created < window.ended:
+            latencies.append(assigned_at[job_id] - created)
+    return latencies

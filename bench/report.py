@@ -1,0 +1,147 @@
+"""The benchmark's verdict: the machine it ran on, the ratios between scenarios, the targets of issue 6
+met or not, and the terminal rendering of all of it. The JSON file holds the same numbers, unrounded by
+the rendering.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+GIB = 1024.0
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    redis_binary = shutil.which("redis-server") or "redis-server"
+    redis_version = subprocess.run([redis_binary, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "redis": redis_version,
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def verdict(results: dict[str, Any]) -> dict[str, Any]:
+    """Ratios and targets from whatever scenarios ran (a target whose scenario did not run is left out)."""
+    ours = results["scheduler"]
+    best = max(ours, key=lambda server: ours[server]["throughput_jobs_per_s"])
+    peak = ours[best]
+    ratios: dict[str, Any] = {"fastest_server": best}
+    targets: list[dict[str, Any]] = []
+    if len(ours) > 1:
+        other = next(server for server in ours if server != best)
+        ratios[f"{best}_over_{other}_throughput"] = _ratio(peak["throughput_jobs_per_s"], ours[other]["throughput_jobs_per_s"])
+    if celery := results.get("celery"):
+        ratios["ours_over_celery_throughput"] = _ratio(peak["throughput_jobs_per_s"], celery["throughput_jobs_per_s"])
+        ratios["celery_p99_over_ours_p99"] = _ratio(celery["end_to_end_ms"]["p99"], peak["end_to_end_ms"]["p99"])
+        targets.append(_target("throughput >= 5x Celery round trip", ratios["ours_over_celery_throughput"], ">=", 5))
+        targets.append(_target("end-to-end p99 <= 1/10 of Celery's", ratios["celery_p99_over_ours_p99"], ">=", 10))
+    if raw := results.get("raw", {}).get(best):
+        ratios["ours_share_of_raw_limit"] = _ratio(peak["throughput_jobs_per_s"], raw["job_equivalents_per_s"])
+        targets.append(_target(f"throughput >= 50% of the raw limit ({best})", ratios["ours_share_of_raw_limit"], ">=", 0.5))
+    if half := results.get("half_peak"):
+        targets.append(_target("scheduling p99 <= 10 ms at half of peak", half["scheduling_ms"]["p99"], "<=", 10))
+    if scale := results.get("scale"):
+        targets.append(_target("scheduling p99 at 10,000 nodes <= 1.2x at 100", scale["p99_ratio_large_to_small"], "<=", 1.2))
+    if beats := results.get("heartbeats"):
+        targets.append(_target("5,000 nodes: server RSS <= 1 GiB (MiB)", beats["server_peak_rss_mib"], "<=", GIB))
+        targets.append(_target("5,000 nodes: heartbeat p99 <= 20 ms", beats["handling_ms"]["p99_le"], "<=", 20))
+    return {"ratios": ratios, "targets": targets}
+
+
+def _target(name: str, value: float | None, op: str, limit: float) -> dict[str, Any]:
+    met = value is not None and (value >= limit if op == ">=" else value <= limit)
+    return {"target": name, "value": value, "limit": f"{op} {limit:g}", "met": met}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"machine: {results['machine']}", f"load average before: {results['load_before']}  after: {results['load_after']}", ""]
+    lines += _section("scheduler (jobs through REST + WebSocket nodes)", results["scheduler"].items())
+    if half := results.get("half_peak"):
+        lines += _section(f"scheduler at half of peak (paced {half['scenario']['rate']:.0f} jobs/s)", [(half["scenario"]["server"], half)])
+    if celery := results.get("celery"):
+        lines += _section(f"Celery no-op round trip ({celery['scenario']['pool']} pool)", [("celery", celery)])
+    for server, raw in results.get("raw", {}).items():
+        lines.append(
+            f"raw limit ({server}, echo app): {raw['job_equivalents_per_s']:.0f} job-equivalents/s = "
+            f"{raw['messages_per_s']:.0f} msgs/s, round trip {_latency(raw['round_trip_ms'])}; "
+            + _processes(raw)
+        )
+    if results.get("raw"):
+        lines.append("")
+    if scale := results.get("scale"):
+        lines += _section("scale (paced, heartbeats every 60 s)", [(f"{n} nodes", r) for n, r in scale["runs"].items()])
+        lines.append(f"p99 ratio large/small: {scale['p99_ratio_large_to_small']}")
+        lines.append("")
+    if beats := results.get("heartbeats"):
+        lines.append(
+            f"heartbeats: {beats['registered']} nodes every {beats['scenario']['interval_s']:g} s on one instance: "
+            f"{beats['heartbeats_per_s']}/s handled, handling {beats['handling_ms']} (bucket bounds), "
+            f"server RSS {beats['server_rss_mib']} MiB (peak {beats['server_peak_rss_mib']}); " + _processes(beats)
+        )
+        lines.append("")
+    if profile := results.get("profile"):
+        lines += _profile(profile)
+    verdicts = results["verdict"]
+    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in verdicts["ratios"].items()))
+    for target in verdicts["targets"]:
+        lines.append(f"  [{'MET' if target['met'] else 'NOT MET'}] {target['target']}: {target['value']} (target {target['limit']})")
+    return "\n".join(lines)
+
+
+def _latency(summary: dict[str, Any]) -> str:
+    return f"p50 {summary['p50']} / p95 {summary['p95']} / p99 {summary['p99']} ms (n={summary['count']})"
+
+
+def _processes(result: dict[str, Any]) -> str:
+    parts = []
+    for process in result["processes"]:
+        per_job = f", {process['cpu_ms_per_job']} ms/job" if "cpu_ms_per_job" in process else ""
+        parts.append(f"{process['name']} cpu {process['cpu_share'] * 100:.0f}%{per_job}, peak RSS {process['peak_rss_mib']} MiB")
+    return "; ".join(parts)
+
+
+def _section(title: str, runs: Any) -> list[str]:
+    lines = [title]
+    for name, run in runs:
+        lines.append(f"  {name}: {run['throughput_jobs_per_s']} jobs/s completed in {run['window_s']} s window")
+        lines.append(f"    end to end: {_latency(run['end_to_end_ms'])}")
+        if "scheduling_ms" in run:
+            lines.append(f"    scheduling (accepted -> job_assign at node): {_latency(run['scheduling_ms'])}")
+        lines.append(f"    Redis commands/job: {run['redis_commands_per_job']}")
+        if run.get("not_done"):
+            lines.append(f"    not DONE: {run['not_done']}")
+        lines.append(f"    {_processes(run)}")
+    lines.append("")
+    return lines
+
+
+def _profile(profile: dict[str, Any]) -> list[str]:
+    digest = profile["scheduler"]["profile"] or {}
+    if "error" in digest:
+        return [f"profile failed: {digest['error']}", ""]
+    lines = [f"profile of the server ({digest['file']}, busy {digest['busy_share'] * 100:.0f}% of the window), top inclusive:"]
+    lines += [f"  {pct:5.1f}%  {name}" for name, pct in digest["inclusive_pct"][:15]]
+    lines.append("  top self:")
+    lines += [f"  {pct:5.1f}%  {name}" for name, pct in digest["self_pct"][:10]]
+    lines.append("")
+    return lines
