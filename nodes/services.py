@@ -634,6 +634,19 @@ async def read_nodes(node_ids: list[str]) -> list[dict[str, Any]]:
     return nodes
 
 
+async def count_ready() -> int:
+    """Known nodes that are ready and not drained, from two fields of each node's meta hash: what the live
+    page's sampler needs every interval, without building every node's full live view."""
+    client = get_redis()
+    k = keys()
+    node_ids = await client.smembers(k.nodes_all)
+    async with client.pipeline(transaction=False) as pipe:
+        for node_id in node_ids:
+            pipe.hmget(k.node_meta(node_id), ["status", "drained"])
+        replies = await pipe.execute()
+    return sum(status == NodeStatus.READY and drained != "1" for status, drained in replies)
+
+
 async def status_counts() -> dict[str, int]:
     counts = {status: 0 for status in NodeStatus.values}
     for node in await list_nodes():
