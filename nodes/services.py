@@ -647,11 +647,16 @@ async def count_ready() -> int:
     return sum(status == NodeStatus.READY and drained != "1" for status, drained in replies)
 
 
-async def status_counts() -> dict[str, int]:
-    counts = {status: 0 for status in NodeStatus.values}
-    for node in await list_nodes():
+def count_by_status(nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """Every status (0 when none), counted over live views."""
+    counts = dict.fromkeys(NodeStatus.values, 0)
+    for node in nodes:
         counts[node["status"]] = counts.get(node["status"], 0) + 1
     return counts
+
+
+async def status_counts() -> dict[str, int]:
+    return count_by_status(await list_nodes())
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodes.services import list_nodes
+from nodes.services import count_by_status, list_nodes
 from pools.overview import Instance, PoolOverview, read_instances, read_overview
 from scheduler.redis import get_redis, keys
 
@@ -65,12 +65,7 @@ async def read_audit_state() -> AuditState:
 
 
 async def read_snapshot() -> Snapshot:
-    from nodes.models import NodeStatus
-
     nodes = await list_nodes()
-    by_status = dict.fromkeys(NodeStatus.values, 0)
-    for node in nodes:
-        by_status[node["status"]] = by_status.get(node["status"], 0) + 1
     in_flight, waiting = await read_jobs_in_flight()
     return Snapshot(
         read_at=time.time(),
@@ -80,5 +75,5 @@ async def read_snapshot() -> Snapshot:
         jobs_in_flight=in_flight,
         jobs_waiting=waiting,
         audit=await read_audit_state(),
-        nodes_by_status=by_status,
+        nodes_by_status=count_by_status(nodes),
     )

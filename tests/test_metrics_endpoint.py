@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from nodes import services
 from nodes.schemas import parse_node_message
 from scheduler.redis import run_sync
 from tests.factories import reference_heartbeat, register_message
-
-
-def scrape(client) -> dict[tuple[str, tuple], float]:
-    body = client.get("/metrics").content.decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-    }
+from tests.support.metrics import scrape
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observability.promql import metric_names
+from tests.support.metrics import scrape_url
 from tests.support.tools import require_tool
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
@@ -33,8 +33,7 @@ def dashboard_expressions() -> dict[str, str]:
 
 
 def served_names(url: str) -> set[str]:
-    body = httpx.get(f"{url}/metrics", timeout=10).text
-    return {sample.name for family in text_string_to_metric_families(body) for sample in family.samples}
+    return {name for name, _ in scrape_url(url)}
 
 
 def test_metric_names_are_extracted_from_promql_without_functions_labels_or_keywords():

@@ -6,23 +6,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import services as jobs
 from scheduler import audit
 from scheduler.redis import run_sync
 from tests.jobs.support import AUDIO
+from tests.support.metrics import scrape
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-def scrape(client) -> dict[tuple[str, tuple], float]:
-    body = client.get("/metrics").content.decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-    }
 
 
 def test_a_job_without_a_node_shows_as_in_flight_and_waiting_and_the_unwritten_audit_as_backlog(client):

@@ -7,24 +7,21 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.loadgen import LoadConfig, run_load
 from tests.jobs.support import ready_fleet
+from tests.support.metrics import scrape_url
 from tests.support.processes import CeleryProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def jobs_by_state(url: str) -> Counter[str]:
-    body = httpx.get(f"{url}/metrics", timeout=10).text
     totals: Counter[str] = Counter()
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == "scheduler_jobs_total":
-                totals[sample.labels["state"]] += int(sample.value)
+    for (name, labels), value in scrape_url(url).items():
+        if name == "scheduler_jobs_total":
+            totals[dict(labels)["state"]] += int(value)
     return totals
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pools import cluster_support
 from tests.pools.cluster_support import (
@@ -22,6 +20,7 @@ from tests.pools.cluster_support import (
     running_nodes,
     simulated_node,
 )
+from tests.support.metrics import scrape_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,13 +31,7 @@ LEADER_METRICS = {
 
 
 def leader_metrics(url: str) -> dict[str, int]:
-    body = httpx.get(f"{url}/metrics", timeout=10).text
-    return {
-        LEADER_METRICS[sample.name]: int(sample.value)
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-        if sample.name in LEADER_METRICS
-    }
+    return {LEADER_METRICS[name]: int(value) for (name, _), value in scrape_url(url).items() if name in LEADER_METRICS}
 
 # The cluster's fixtures (kept out of tests/pools/conftest.py); `redis_url` replaces the session-wide one.
 cluster, cluster_redis, node_token, pool_timings, redis_url = (

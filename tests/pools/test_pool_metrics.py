@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from nodes import services
 from pools import rebuild
 from pools.leader import Leader
 from scheduler.redis import run_sync
 from tests.pools.test_pool_membership import start
+from tests.support.metrics import scrape
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = client.get("/metrics").content.decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-    }
 
 
 def pool_nodes(pool: str, state: str) -> tuple[str, tuple[tuple[str, str], ...]]:
