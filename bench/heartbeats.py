@@ -108,7 +108,7 @@ def run(env: Environment, scenario: HeartbeatScenario) -> dict[str, Any]:
             metrics_dir = server.extra_env["PROMETHEUS_MULTIPROC_DIR"]
             before = read_metrics(metrics_dir)
             calls_before = command_calls(env.client())
-            cpu = CpuWindow({"web-1 (daphne)": [server.pid or 0], "redis-server": [env.redis.pid or 0], "bench nodes": [nodes.pid]})
+            cpu = CpuWindow({f"web-1 ({server.server})": [server.pid or 0], "redis-server": [env.redis.pid or 0], "bench nodes": [nodes.pid]})
             cpu.start()
             time.sleep(scenario.window_s)
             usage = cpu.stop()

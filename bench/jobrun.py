@@ -24,12 +24,13 @@ from bench.child import Child
 from bench.measure import CpuWindow, ProcessUsage, command_calls, command_delta, summary_ms, usage_rows
 from bench.profiling import Profiler
 from bench.stack import Environment, ServerKind, reset_redis, web_servers
+from scheduler.webserver import DEFAULT_SERVER
 
 
 @dataclass(frozen=True)
 class JobScenario:
     label: str
-    server: ServerKind = "daphne"
+    server: ServerKind = DEFAULT_SERVER  # type: ignore[assignment]
     instances: int = 1
     nodes: int = 10
     capacity: int = 4

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,10 @@ import django
 import redis
 
 from scheduler.embedded_redis import RedisProcess
+from scheduler.webserver import DEFAULT_SERVER
 from tests.support.processes import AsgiServer
 
 ServerKind = Literal["daphne", "uvicorn"]
-# uvicorn as it would be deployed: lifespan on (the app answers it), no per-request access log line
-# (daphne writes none either).
-UVICORN_ARGS = ("--lifespan", "on", "--no-access-log")
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ def reset_redis(env: Environment) -> None:
 
 @contextmanager
 def web_servers(
-    env: Environment, server: ServerKind = "daphne", instances: int = 1, server_env: dict[str, str] | None = None
+    env: Environment, server: ServerKind = DEFAULT_SERVER, instances: int = 1, server_env: dict[str, str] | None = None
 ) -> Iterator[list[AsgiServer]]:
     """`instances` processes serving `scheduler.asgi:application`, all on the environment's Redis, with
     Prometheus multiprocess mode on as `make run` has it (a fresh folder per call, in the server's
@@ -102,15 +100,15 @@ def web_servers(
 
 
 def _server(process_env: dict[str, str], server: ServerKind, app: str | None = None) -> AsgiServer:
-    extra: Sequence[str] = UVICORN_ARGS if server == "uvicorn" else ()
+    # Started exactly as `make run` starts its web process (scheduler.webserver).
     if app is None:
-        return AsgiServer(env=process_env, server=server, extra_args=extra, start_timeout=60)
-    return AppServer(app, env=process_env, server=server, extra_args=extra, start_timeout=60)
+        return AsgiServer(env=process_env, server=server, start_timeout=60)
+    return AppServer(app, env=process_env, server=server, start_timeout=60)
 
 
 class AppServer(AsgiServer):
-    """An AsgiServer launched exactly the same way (daphne through `scheduler.serve`, or uvicorn) but
-    serving another ASGI application; it must answer GET /healthz."""
+    """An AsgiServer launched exactly the same way but serving another ASGI application; it must answer
+    GET /healthz (and lifespan, under uvicorn)."""
 
     def __init__(self, app: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
+from jobs import waiters
 from jobs.models import FailureReason, JobState
 from nodes import connections
 from pools import services as pools
@@ -126,10 +128,13 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
         "timeout_ms": str(request.get("timeout_ms") or int(settings.JOB_TIMEOUT_S * 1000)),
     }
     k = keys()
+    pending_ms = int(settings.JOB_PENDING_TIMEOUT_S * 1000)
+    # The creator holds attempt 1's selection claim from the start (see job_claim.lua).
+    claim = secrets.token_hex(8)
     result = await scripts.run(
         "job_create",
         [k.job(job_id), k.job_audio(job_id)],
-        [job_id, body_hash, json.dumps(fields), request["audio"], int(settings.JOB_PENDING_TIMEOUT_S * 1000)],
+        [job_id, body_hash, json.dumps(fields), request["audio"], pending_ms, claim, CLAIM_TTL_MS],
     )
     if result[0] == "EXISTS":
         if result[1] != "1":
@@ -138,18 +143,25 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
         return Submitted(job_id, created=False)
     metrics.JOBS_SUBMITTED.labels(result="created").inc()
     created_at = int(result[1])
+    # The hash exactly as job_create.lua wrote it: no read back before placing it or auditing it.
+    job = {
+        **fields, "job_id": job_id, "body_hash": body_hash, "state": JobState.SELECTING, "attempt_id": "1",
+        "node_id": "", "tried": "", "seq": "1", "created_at": str(created_at), "updated_at": str(created_at),
+        "deadline": str(created_at + pending_ms), "deadline_kind": "pending",
+    }  # fmt: skip
     async with get_redis().pipeline(transaction=False) as pipe:
-        pipe.zadd(k.job_deadlines, {job_id: created_at + int(settings.JOB_PENDING_TIMEOUT_S * 1000)})
+        pipe.zadd(k.job_deadlines, {job_id: created_at + pending_ms})
         pipe.zcard(k.jobs_pending)
-        _, waiting = await pipe.execute()
-    await _audit_job(job_id)
+        audit.add(pipe, "jobs", **_job_audit_data(job_id, job))
+        _, waiting, _ = await pipe.execute()
     if waiting:
         # Older jobs are waiting for capacity: queue behind them (first come, first served) and let the
         # pump, which serves the queue in order, place this one when its turn comes.
         await get_redis().zadd(k.jobs_pending, {job_id: created_at}, nx=True)
+        await scripts.run("job_claim", [k.job(job_id)], ["1", claim, CLAIM_TTL_MS, "release"])
         await pump_pending()
     else:
-        await select_and_dispatch(job_id, 1, submitted_at=created_at)
+        await _place_claimed(job_id, 1, job, claim, submitted_at=created_at, audio=request["audio"])
     return Submitted(job_id, created=True)
 
 
@@ -164,17 +176,26 @@ async def _candidates(job: dict[str, str], request: dict[str, Any]) -> tuple[lis
     if job.get("pinned"):
         node_id = job["pinned"]
         return ([] if node_id in tried else [(node_id, "")]), 1
-    config = await pools.current_config()
-    eligible = eligible_pools(
-        config.with_overflow(), job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b")
-    )
+    k = keys()
+    config = pools.cached_config()
+    while True:
+        eligible = eligible_pools(
+            config.with_overflow(), job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b")
+        )
+        # The configuration's version rides along with the samples: one round trip while it is current.
+        async with get_redis().pipeline(transaction=False) as pipe:
+            pipe.hget(k.pool_config, "version")
+            for pool in eligible:
+                pipe.srandmember(k.pool_members(pool.name), settings.JOB_SAMPLE_SIZE + len(tried))
+            version, *samples = await pipe.execute()
+        if int(version or 0) == config.version and config.version:
+            break
+        fresh = await pools.current_config()
+        if fresh.version == config.version:
+            break  # no configuration in Redis at all (version 0): the overflow pool alone
+        config = fresh
     for pool in eligible:
         metrics.POOL_DEMAND.labels(pool=pool.name).inc()
-    k = keys()
-    async with get_redis().pipeline(transaction=False) as pipe:
-        for pool in eligible:
-            pipe.srandmember(k.pool_members(pool.name), settings.JOB_SAMPLE_SIZE + len(tried))
-        samples = await pipe.execute()
     found: dict[str, str] = {}
     populated = 0
     for pool, members in zip(eligible, samples, strict=True):
@@ -188,8 +209,8 @@ async def _candidates(job: dict[str, str], request: dict[str, Any]) -> tuple[lis
 
 
 async def select_and_dispatch(job_id: str, attempt: int, submitted_at: int | None = None) -> str:
-    """Try to place one attempt: reserve a slot on a random candidate, mark the job RESERVED, send the
-    `job_assign`, mark it DISPATCHED with its deadline. Without capacity the job waits in the pending queue
+    """Try to place one attempt: reserve a slot on a random candidate, mark the job RESERVED, then DISPATCHED
+    with its deadline, then send the `job_assign`. Without capacity the job waits in the pending queue
     (first come, first served) until its pending deadline. Returns what happened."""
     k = keys()
     client = get_redis()
@@ -200,21 +221,31 @@ async def select_and_dispatch(job_id: str, attempt: int, submitted_at: int | Non
     if not await scripts.run("job_claim", [k.job(job_id)], [str(attempt), claim, CLAIM_TTL_MS, "claim"]):
         metrics.JOB_CLAIMS.labels(result="busy").inc()
         return "busy"
+    return await _place_claimed(job_id, attempt, job, claim, submitted_at)
+
+
+async def _place_claimed(
+    job_id: str, attempt: int, job: dict[str, str], claim: str, submitted_at: int | None = None, audio: str | None = None
+) -> str:
+    """`_place` under a claim this caller holds, giving it back unless the attempt left SELECTING (then the
+    release would be a no-op: a claim only counts while its attempt is SELECTING)."""
     metrics.JOB_CLAIMS.labels(result="claimed").inc()
+    outcome = None
     try:
-        return await _place(job_id, attempt, job, submitted_at)
+        outcome = await _place(job_id, attempt, job, submitted_at, audio)
+        return outcome
     finally:
-        # A no-op once the attempt left SELECTING; otherwise lets the next pump try again.
-        await scripts.run("job_claim", [k.job(job_id)], [str(attempt), claim, CLAIM_TTL_MS, "release"])
+        if outcome in (None, "pending"):
+            # Lets the next pump try again now rather than when the claim expires.
+            await scripts.run("job_claim", [keys().job(job_id)], [str(attempt), claim, CLAIM_TTL_MS, "release"])
 
 
-async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: int | None) -> str:
+async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: int | None, audio: str | None) -> str:
     k = keys()
     client = get_redis()
     request = json.loads(job["request"])
     needed = sorted(needed_languages(job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b")))
     required = [svc for flag, svc in PIPELINE_SERVICES.items() if request.get("pipeline", {}).get(flag, svc in ("asr", "nmt", "tts"))]
-    supports_ack: dict[str, bool] = {}
     candidates, populated = await _candidates(job, request)
     chosen: tuple[str, str] | None = None
     ttl = int((settings.JOB_ACK_TIMEOUT_S + settings.JOB_TIMEOUT_S + 5) * 1000)
@@ -235,45 +266,51 @@ async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: i
         await client.zadd(k.jobs_pending, {job_id: int(job["created_at"])}, nx=True)
         return "pending"
     node_id, pool = chosen
-    await client.zrem(k.jobs_pending, job_id)
     step = await _step(job_id, attempt, [JobState.SELECTING], JobState.RESERVED, {"node_id": node_id, "pool": pool})
     if step[0] != "OK":
         await _free_slot(node_id, job_id, attempt)  # cancelled meanwhile
         return "stale"
-    meta = await client.hmget(k.node_meta(node_id), ["supports_job_ack", "channel", "transport", "dispatch_url"])
-    supports_ack[node_id] = meta[0] == "1"
-    frame = await _job_assign_frame(job_id, attempt, job, request)
-    delivered = await _deliver(meta, frame)
-    if not delivered:
-        await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the node could not be reached", node_id)
-        return "dispatch_failed"
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zrem(k.jobs_pending, job_id)
+        pipe.hmget(k.node_meta(node_id), ["supports_job_ack", "channel", "transport", "dispatch_url"])
+        if audio is None:
+            pipe.get(k.job_audio(job_id))
+        _, meta, *stored = await pipe.execute()
+    supports_ack = meta[0] == "1"
     now = _now_ms()
     timeout_ms = int(job.get("timeout_ms") or settings.JOB_TIMEOUT_S * 1000)
-    if supports_ack[node_id]:
+    if supports_ack:
         deadline, kind = now + int(settings.JOB_ACK_TIMEOUT_S * 1000), "ack"
     else:
         # The real node never acks: only the job timeout applies.
         deadline, kind = now + timeout_ms, "job"
     fields = {
         "deadline": str(deadline), "deadline_kind": kind, "dispatched_at": str(now),
-        "ack_mode": "ack" if supports_ack[node_id] else "first_message",
+        "ack_mode": "ack" if supports_ack else "first_message",
     }  # fmt: skip
+    # DISPATCHED before the frame leaves: a node may answer at once, and through another instance its answer
+    # can arrive before this one's next Redis call; an answer for a job still RESERVED would be refused.
     step = await _step(job_id, attempt, [JobState.RESERVED], JobState.DISPATCHED, fields)
-    if step[0] == "OK":
-        latency_ms = now - submitted_at if submitted_at is not None else None
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zadd(k.job_deadlines, {job_id: deadline})
-            stats.record_dispatch(pipe, pool or "pinned", latency_ms)
-            await pipe.execute()
-        if latency_ms is not None:
-            metrics.DISPATCH_SECONDS.observe(latency_ms / 1000)
-        await _audit_attempt(job_id, attempt, node_id, JobState.DISPATCHED, int(step[1]), started_at=now)
-        context = {"job_id": job_id, "attempt_id": str(attempt), "node_id": node_id, "trace_id": job.get("trace_id")}
-        log.debug("job dispatched", extra={"event": "job_dispatched", **context})
+    if step[0] != "OK":
+        return "stale"  # cancelled meanwhile; the cancel freed the slot
+    latency_ms = now - submitted_at if submitted_at is not None else None
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zadd(k.job_deadlines, {job_id: deadline})
+        stats.record_dispatch(pipe, pool or "pinned", latency_ms)
+        audit.add(pipe, "jobs", **_attempt_audit_data(job_id, attempt, node_id, JobState.DISPATCHED, int(step[1]), started_at=now))
+        await pipe.execute()
+    frame = _job_assign_frame(job_id, attempt, job, request, audio if audio is not None else (stored[0] or ""))
+    if not await _deliver(meta, frame):
+        await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the node could not be reached", node_id)
+        return "dispatch_failed"
+    if latency_ms is not None:
+        metrics.DISPATCH_SECONDS.observe(latency_ms / 1000)
+    context = {"job_id": job_id, "attempt_id": str(attempt), "node_id": node_id, "trace_id": job.get("trace_id")}
+    log.debug("job dispatched", extra={"event": "job_dispatched", **context})
     return "dispatched"
 
 
-async def _job_assign_frame(job_id: str, attempt: int, job: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
+def _job_assign_frame(job_id: str, attempt: int, job: dict[str, str], request: dict[str, Any], audio: str) -> dict[str, Any]:
     pipeline = {"use_asr": True, "use_nmt": True, "use_tts": True, "use_semantic": False, "use_tone": False}
     pipeline.update(request.get("pipeline") or {})
     frame: dict[str, Any] = {
@@ -285,7 +322,7 @@ async def _job_assign_frame(job_id: str, attempt: int, job: dict[str, str], requ
         "src_lang": job["src_lang"],
         "tgt_lang": job["tgt_lang"],
         "pipeline": pipeline,
-        "audio": await get_redis().get(keys().job_audio(job_id)) or "",
+        "audio": audio,
         "audio_format": request.get("audio_format", "opus"),
         "sample_rate": request.get("sample_rate", 16000),
         "trace_id": job["trace_id"],
@@ -360,7 +397,10 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
     return "failed"
 
 
-async def _ended(job_id: str, state: str, reason: str = "") -> None:
+async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[str, Any] | None = None) -> None:
+    """After the transition to terminal `state`: clean-up, counters, the notice to long-polling clients and
+    the audit entries (`attempt_entry` first, when the ending attempt's own entry is still to be written),
+    in one round trip, then the job's entry from the hash it returned."""
     k = keys()
     client = get_redis()
     async with client.pipeline(transaction=False) as pipe:
@@ -370,14 +410,22 @@ async def _ended(job_id: str, state: str, reason: str = "") -> None:
         pipe.expire(k.job_partials(job_id), settings.JOB_RETENTION_S)
         pipe.expire(k.job_attempts(job_id), settings.JOB_RETENTION_S)
         stats.record_end(pipe, job_id, state, reason, succeeded=state == JobState.DONE)
-        pipe.hmget(k.job(job_id), ["trace_id", "node_id", "attempt_id"])
-        *_, (trace_id, node_id, attempt) = await pipe.execute()
+        pipe.publish(k.jobs_ended_channel, job_id)
+        if attempt_entry is not None:
+            audit.add(pipe, "jobs", **attempt_entry)
+        pipe.zcard(k.jobs_pending)
+        pipe.hgetall(k.job(job_id))
+        *_, waiting, job = await pipe.execute()
+    waiters.notify_local(job_id)
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
-    context = {"event": "job_ended", "job_id": job_id, "attempt_id": attempt, "node_id": node_id, "trace_id": trace_id}
+    context = {"event": "job_ended", "job_id": job_id, "attempt_id": job.get("attempt_id"), "node_id": job.get("node_id"),
+               "trace_id": job.get("trace_id")}  # fmt: skip
     log.info("job ended %s", state, extra={**context, "reason": reason or None})
-    await _audit_job(job_id)
-    # A slot may have freed: give waiting jobs their chance in arrival order.
-    connections.spawn(pump_pending())
+    if job:
+        await audit.record("jobs", **_job_audit_data(job_id, job))
+    if waiting:
+        # A slot may have freed: give waiting jobs their chance in arrival order.
+        connections.spawn(pump_pending())
 
 
 async def _send_cancel(job_id: str, node_id: str, reason: str) -> None:
@@ -437,8 +485,10 @@ async def acknowledged(job_id: str, attempt: int | str, node_id: str) -> bool:
     if step[0] != "OK":
         return False
     await scripts.run("node_slot", _node_slot_keys(node_id), ["commit", _member(job_id, attempt), deadline + 5000])
-    await get_redis().zadd(k.job_deadlines, {job_id: deadline})
-    await _audit_attempt(job_id, attempt, node_id, JobState.ACKED, int(step[1]))
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.zadd(k.job_deadlines, {job_id: deadline})
+        audit.add(pipe, "jobs", **_attempt_audit_data(job_id, attempt, node_id, JobState.ACKED, int(step[1])))
+        await pipe.execute()
     return True
 
 
@@ -502,8 +552,8 @@ async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
         metrics.STALE_NODE_MESSAGES.labels(type="job_result").inc()
         return
     await _free_slot(node_id, message.job_id, attempt)
-    await _audit_attempt(message.job_id, attempt, node_id, JobState.DONE, int(step[1]), ended_at=now)
-    await _ended(message.job_id, JobState.DONE)
+    entry = _attempt_audit_data(message.job_id, attempt, node_id, JobState.DONE, int(step[1]), ended_at=now)
+    await _ended(message.job_id, JobState.DONE, attempt_entry=entry)
 
 
 async def _mark_unavailable(node_id: str, service_id: str) -> None:
@@ -639,15 +689,23 @@ async def get_job(job_id: str) -> dict[str, Any]:
 
 
 async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:
-    """The job once it is terminal, or as it is when `wait_s` runs out (long-poll)."""
+    """The job once it is terminal, or as it is when `wait_s` runs out (long-poll). Sleeps until the job's
+    end is announced (jobs/waiters.py) instead of polling."""
+    if wait_s <= 0:
+        return await get_job(job_id)
     deadline = time.monotonic() + wait_s
-    delay = 0.01
-    while True:
-        job = await get_job(job_id)
-        if job["state"] in TERMINAL or time.monotonic() >= deadline:
-            return job
-        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.1)
+    # Subscribed (a no-op while the process has other waiters) before the first read, so an end that comes
+    # after that read is always announced to this waiter.
+    async with waiters.watch(job_id) as ended:
+        while True:
+            # Cleared before the read: a notice that arrives while the read is in flight is kept.
+            ended.clear()
+            job = await get_job(job_id)
+            remaining = deadline - time.monotonic()
+            if job["state"] in TERMINAL or remaining <= 0:
+                return job
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ended.wait(), min(remaining, waiters.SAFETY_POLL_S))
 
 
 # --- audit -----------------------------------------------------------------------------------------------------------
@@ -655,11 +713,15 @@ async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:
 
 async def _audit_job(job_id: str) -> None:
     job = await get_redis().hgetall(keys().job(job_id))
-    if not job:
-        return
+    if job:
+        await audit.record("jobs", **_job_audit_data(job_id, job))
+
+
+def _job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
+    """The audit entry of a job from its live hash."""
     request = json.loads(job.get("request") or "{}")
-    await audit.record(
-        "jobs", type="job", job_id=job_id, seq=int(job.get("seq") or 0), state=job["state"], reason=job.get("reason", ""),
+    return dict(
+        type="job", job_id=job_id, seq=int(job.get("seq") or 0), state=job["state"], reason=job.get("reason", ""),
         src_lang=job.get("src_lang", ""), tgt_lang=job.get("tgt_lang", ""), pool=job.get("pool", ""),
         node_id=job.get("node_id", ""), attempt_id=int(job.get("attempt_id") or 1),
         session_id=request.get("session_id") or "", utterance_index=request.get("utterance_index"),
@@ -674,10 +736,19 @@ async def _audit_attempt(
     job_id: str, attempt: int | str, node_id: str, state: str, seq: int, *, reason: str = "",
     started_at: int | None = None, ended_at: int | None = None,
 ) -> None:
-    """Record an attempt's change in the audit trail (the live attempt list changed in the transition's own
+    await audit.record(
+        "jobs", **_attempt_audit_data(job_id, attempt, node_id, state, seq, reason=reason, started_at=started_at, ended_at=ended_at)
+    )
+
+
+def _attempt_audit_data(
+    job_id: str, attempt: int | str, node_id: str, state: str, seq: int, *, reason: str = "",
+    started_at: int | None = None, ended_at: int | None = None,
+) -> dict[str, Any]:
+    """An attempt's change for the audit trail (the live attempt list changed in the transition's own
     script). `seq` is the one that script returned, so two changes never share one."""
     data: dict[str, Any] = {"type": "attempt", "job_id": job_id, "attempt_id": int(attempt), "seq": seq,
                             "node_id": node_id, "state": state, "reason": reason, "ended_at": ended_at}
     if started_at is not None:
         data["started_at"] = started_at
-    await audit.record("jobs", **data)
+    return data

@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -71,6 +72,16 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self.accept()
         connections.LOCAL[self.channel_name] = self
         metrics.NODE_SOCKETS_OPEN.inc()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its per-message `aclose_old_connections()`: that is a hop to the
+        process's one sync thread for every frame a node sends (heartbeats, results), queued behind every
+        other hop of the process. This consumer reaches the database only through `database_sync_to_async`,
+        which closes stale connections in that thread itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     def _presented_token(self) -> str | None:
         for name, value in self.scope.get("headers", []):

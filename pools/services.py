@@ -79,6 +79,12 @@ def _parse(fields: dict[str, str]) -> PoolConfig:
     )
 
 
+def cached_config() -> PoolConfig:
+    """The configuration this process read last, without asking Redis: for callers that check its version
+    in a round trip they make anyway (job selection)."""
+    return _cache.config
+
+
 async def current_config() -> PoolConfig:
     """The configuration as Redis has it now (one HGET when the cached version is still current)."""
     client = get_redis()

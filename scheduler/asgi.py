@@ -47,6 +47,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from nodes.consumers import NodeConsumer  # noqa: E402
+from scheduler import access_log  # noqa: E402
 from scheduler.background import ensure_started  # noqa: E402
 from scheduler.routing import browser_websocket_urlpatterns  # noqa: E402
 
@@ -79,13 +80,22 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 ensure_started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                _forget_live_gauges()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     ensure_started()
     if scope["type"] == "http" and scope["path"].startswith("/api/") and _has_bearer(scope):
-        await bearer_api_app(scope, receive, send)
+        await access_log.logged(bearer_api_app, scope, receive, send)
         return
-    await router(scope, receive, send)
+    await access_log.logged(router, scope, receive, send)
+
+
+def _forget_live_gauges() -> None:
+    """A stopping process's live gauges (its node sockets) must not count on in the summed /metrics."""
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), directory)
 
 
 def _has_bearer(scope: dict[str, Any]) -> bool:

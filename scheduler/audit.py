@@ -37,15 +37,18 @@ async def record(category: str, **data: Any) -> None:
     """Append one audit entry of `category` (a key of APPLIERS); a Redis failure is logged and counted,
     never raised into the live path."""
     try:
-        await get_redis().xadd(
-            keys().audit_stream,
-            {"category": category, "data": json.dumps(data, default=str)},
-            maxlen=MAX_LEN,
-            approximate=True,
-        )
+        await add(get_redis(), category, **data)
     except UNAVAILABLE:
         metrics.REDIS_ERRORS.labels(operation="audit_record").inc()
         log.warning("audit entry dropped: Redis unavailable", extra={"event": "audit_dropped", "reason": category})
+
+
+def add(client: Any, category: str, **data: Any) -> Any:
+    """Queue the same entry on a pipeline (or send it on a client) of the caller's, so an audit entry can ride
+    in a round trip the live path makes anyway; the pipeline's caller then owns the Redis failure."""
+    return client.xadd(
+        keys().audit_stream, {"category": category, "data": json.dumps(data, default=str)}, maxlen=MAX_LEN, approximate=True
+    )
 
 
 def _ensure_group(client: Any) -> None:

@@ -36,6 +36,13 @@ def envstr(name: str, default: str, environ: Environ | None = None) -> str:
     return default if value is None or value == "" else value
 
 
+def envchoice(name: str, default: str, choices: tuple[str, ...], environ: Environ | None = None) -> str:
+    value = envstr(name, default, environ).strip().lower()
+    if value not in choices:
+        raise EnvError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def envbool(name: str, default: bool, environ: Environ | None = None) -> bool:
     value = raw(name, environ)
     if value is None or value == "":

@@ -198,6 +198,11 @@ class Keys:
     def jobs_pending(self) -> str:
         return f"{self.prefix}:jobs:pending"
 
+    @property
+    def jobs_ended_channel(self) -> str:
+        """Pub/sub channel: the id of every job that ended, for long-polling clients (jobs/waiters.py)."""
+        return f"{self.prefix}:jobs:ended"
+
     # Activity history for the live cluster page (scheduler/stats.py).
     @property
     def stats_counters(self) -> str:

@@ -30,7 +30,8 @@ from scheduler.embedded_redis import (
     child_preexec,
     find_redis_server,
 )
-from scheduler.env import EnvError, envbool, envint, raw
+from scheduler.env import EnvError, envbool, envchoice, envint, raw
+from scheduler.webserver import DEFAULT_SERVER, SERVERS, server_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -69,6 +70,7 @@ class Config:
     max_message_bytes: int
     run_worker: bool
     redis_url: str
+    web_server: str = DEFAULT_SERVER
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Config:
@@ -78,6 +80,7 @@ class Config:
             max_message_bytes=envint("NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024, environ=environ),
             run_worker=envbool("RUN_WORKER", True, environ=environ),
             redis_url=raw("REDIS_URL", environ) or "",
+            web_server=envchoice("WEB_SERVER", DEFAULT_SERVER, SERVERS, environ=environ),
         )
 
     @property
@@ -172,16 +175,7 @@ def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
 
 
 def web_command(config: Config) -> list[str]:
-    # scheduler.serve is daphne with oversize WebSocket frames answered by a 1009 close frame.
-    size = str(config.max_message_bytes)
-    return [
-        sys.executable, "-m", "scheduler.serve",
-        "-b", config.web_host,
-        "-p", str(config.web_port),
-        "--websocket-max-message-size", size,
-        "--websocket-max-frame-size", size,
-        "scheduler.asgi:application",
-    ]  # fmt: skip
+    return server_command(config.web_server, config.web_host, config.web_port, config.max_message_bytes)
 
 
 # --quiet drops Celery's ASCII banners, which would otherwise scroll the URL summary out of sight.
@@ -335,7 +329,7 @@ class Supervisor:
             raise StepFailed(f"{child.name} {describe_exit(child.process.returncode)}; its output is above.")
 
     def start_children(self, config: Config) -> None:
-        commands = [("daphne web server", web_command(config))]
+        commands = [(f"{config.web_server} web server", web_command(config))]
         if config.run_worker:
             commands += [("Celery worker", worker_command()), ("Celery beat", beat_command())]
         else:

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import IO, Literal, Self
 
 from scheduler.embedded_redis import child_preexec, free_port
+from scheduler.webserver import DEFAULT_SERVER, SERVERS, server_command
 
 __all__ = ["AsgiServer", "CeleryProcess", "ProcessStartError", "free_port", "server_available"]
 
@@ -197,8 +198,8 @@ class _ManagedProcess:
 
 
 class AsgiServer(_ManagedProcess):
-    """`scheduler.asgi:application` under daphne (through `scheduler.serve`, as `make run` does) or uvicorn, on
-    127.0.0.1, ready once `/healthz` answers 200.
+    """`scheduler.asgi:application` under uvicorn or daphne, started exactly as `make run` starts it
+    (`scheduler.webserver.server_command`), on 127.0.0.1, ready once `/healthz` answers 200.
 
     `env` is merged over os.environ; NODE_MAX_MESSAGE_BYTES in it also sets the server's WebSocket limit. The
     server uses the database that DATABASE_URL names, not pytest-django's test database: point it at a file
@@ -209,12 +210,14 @@ class AsgiServer(_ManagedProcess):
         self,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
-        server: Literal["daphne", "uvicorn"] = "daphne",
+        server: Literal["daphne", "uvicorn"] | None = None,
         start_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(env, start_timeout)
-        if server not in ("daphne", "uvicorn"):
+        # The suite runs under the server `make run` starts; TEST_ASGI_SERVER runs it under the other one.
+        server = server or os.environ.get("TEST_ASGI_SERVER") or DEFAULT_SERVER  # type: ignore[assignment]
+        if server not in SERVERS:
             raise ValueError(f"unknown ASGI server {server!r}")
         if not server_available(server):
             raise ProcessStartError(f"{server} is not installed in {sys.prefix}")
@@ -233,21 +236,7 @@ class AsgiServer(_ManagedProcess):
 
     def command(self) -> list[str]:
         max_message = self.extra_env.get("NODE_MAX_MESSAGE_BYTES")
-        if self.server == "daphne":
-            limits = (
-                ["--websocket-max-message-size", max_message, "--websocket-max-frame-size", max_message]
-                if max_message
-                else []
-            )
-            return [
-                sys.executable, "-m", "scheduler.serve", "-b", HOST, "-p", str(self.port), *limits,
-                *self.extra_args, "scheduler.asgi:application",
-            ]  # fmt: skip
-        limits = ["--ws-max-size", max_message] if max_message else []
-        return [
-            sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(self.port), "--lifespan", "off",
-            *limits, *self.extra_args, "scheduler.asgi:application",
-        ]  # fmt: skip
+        return server_command(self.server, HOST, self.port, int(max_message) if max_message else None, self.extra_args)
 
     def wait_ready(self) -> None:
         url = f"{self.url}/healthz"

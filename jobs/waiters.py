@@ -1,0 +1,125 @@
+"""Long-poll without polling: a client waiting for a job (`?wait=`) sleeps until the job ends.
+
+Whichever instance ends a job publishes its id on one Redis channel, in the pipeline that already closes the
+job (`services._ended`), so the notice costs no round trip of its own. Each process that has waiting clients
+keeps one subscription to that channel and wakes the waiters of that job; a waiter then reads the job again.
+
+Pub/sub is at-most-once: a notice published while the subscription reconnects is lost. So every (re)subscribe
+wakes all waiters to read again, and a waiter also reads again every `SAFETY_POLL_S` whatever happens. The
+subscription ends once no client has waited for `IDLE_S`, so an idle process holds no extra connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+
+from scheduler import metrics
+from scheduler.redis import UNAVAILABLE, get_redis, keys
+
+log = logging.getLogger(__name__)
+
+SAFETY_POLL_S = 1.0
+IDLE_S = 5.0
+RETRY_MAX_S = 2.0
+
+
+class _Listener:
+    """The subscription of one event loop and the events of the jobs waited on there."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, set[asyncio.Event]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+        self.idle_since = time.monotonic()
+
+    def wake(self, job_id: str) -> None:
+        for event in self.events.get(job_id, ()):
+            event.set()
+
+    def wake_all(self) -> None:
+        for events in self.events.values():
+            for event in events:
+                event.set()
+
+    async def ensure_running(self) -> None:
+        if self.task is None or self.task.done():
+            self.subscribed.clear()
+            self.task = asyncio.create_task(self._run(), name="job-ended-listener")
+        # Bounded: with Redis down the waiter still reads the job (and fails) on its own.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.subscribed.wait(), SAFETY_POLL_S)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys().jobs_ended_channel)
+                self.subscribed.set()
+                # Notices may have been missed while (re)subscribing: everyone reads again.
+                self.wake_all()
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=SAFETY_POLL_S)
+                    if message is not None and message.get("type") == "message":
+                        self.wake(message["data"])
+                    if not self.events and time.monotonic() - self.idle_since > IDLE_S:
+                        # Decided without an await in between: a waiter arriving from now on starts a new task.
+                        self.subscribed.clear()
+                        self.task = None
+                        return
+            except UNAVAILABLE:
+                self.subscribed.clear()
+                metrics.REDIS_ERRORS.labels(operation="jobs_ended_subscribe").inc()
+                log.warning("job-ended subscription lost; resubscribing", extra={"event": "redis_down"})
+                self.wake_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            finally:
+                with contextlib.suppress(*UNAVAILABLE, RuntimeError):
+                    await pubsub.aclose()
+
+    @contextlib.asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+        event = asyncio.Event()
+        self.events.setdefault(job_id, set()).add(event)
+        try:
+            await self.ensure_running()
+            yield event
+        finally:
+            waiting = self.events.get(job_id)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self.events[job_id]
+            if not self.events:
+                self.idle_since = time.monotonic()
+
+
+_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Listener] = weakref.WeakKeyDictionary()
+
+
+def _listener() -> _Listener:
+    loop = asyncio.get_running_loop()
+    listener = _listeners.get(loop)
+    if listener is None:
+        listener = _listeners[loop] = _Listener()
+    return listener
+
+
+def watch(job_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
+    """An event set when `job_id` may have ended (read the job to know); subscribed before it is yielded,
+    so reading the job inside the block cannot miss an end that happens after the read."""
+    return _listener().watch(job_id)
+
+
+def notify_local(job_id: str) -> None:
+    """Wake this process's waiters of a job it ended itself, without waiting for the published notice."""
+    listener = _listeners.get(asyncio.get_running_loop())
+    if listener is not None:
+        listener.wake(job_id)

@@ -1,0 +1,33 @@
+"""How a web process is started under either ASGI server: one command line for `make run`, the tests and the
+benchmark. Imports nothing of either server, so the `make run` supervisor can use it before anything starts.
+
+uvicorn is the default (WEB_SERVER): serving the same application it handled more jobs per second, with less
+CPU per job, than daphne in every benchmark run (docs/performance.md). daphne keeps working.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+SERVERS = ("uvicorn", "daphne")
+DEFAULT_SERVER = "uvicorn"
+APPLICATION = "scheduler.asgi:application"
+
+
+def server_command(server: str, host: str, port: int, max_message_bytes: int | None = None,
+                   extra_args: Sequence[str] = (), app: str = APPLICATION) -> list[str]:  # fmt: skip
+    """The command line of one web process. `max_message_bytes` bounds a WebSocket message (a larger one is
+    answered with close code 1009); None keeps the server's own limit."""
+    size = [] if max_message_bytes is None else [str(max_message_bytes)]
+    if server == "daphne":
+        limits = ["--websocket-max-message-size", *size, "--websocket-max-frame-size", *size] if size else []
+        return [sys.executable, "-m", "scheduler.serve", "-b", host, "-p", str(port), *limits, *extra_args, app]
+    if server == "uvicorn":
+        # Lifespan starts the background loop before the first request; no access log of uvicorn's own.
+        limits = ["--ws-max-size", *size] if size else []
+        return [
+            sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--lifespan", "on", "--no-access-log",
+            "--no-server-header", *limits, *extra_args, app,
+        ]  # fmt: skip
+    raise ValueError(f"unknown ASGI server {server!r}; one of {', '.join(SERVERS)}")

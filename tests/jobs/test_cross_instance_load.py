@@ -1,0 +1,34 @@
+"""Jobs under load across two instances: submitted on one, run by nodes connected to the other, answered at
+once. A node's answer can then reach its instance before the dispatching instance has taken its next step;
+no answer may be lost to that race, and every long-poll must see its job end."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from jobs.loadgen import LoadConfig, run_load
+from scheduler.redis import keys
+from tests.jobs.support import ready_fleet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+JOBS = 240
+
+
+async def test_instant_answers_through_another_instance_all_complete_on_their_first_attempt(
+    start_job_server, node_token, jobs_key, redis_url
+):
+    # A lost answer would show as a job timeout and a second attempt.
+    a, b = start_job_server(JOB_TIMEOUT_S="3"), start_job_server(JOB_TIMEOUT_S="3")
+    async with ready_fleet(b.ws_url, node_token, 4, processing_ms=0, max_concurrent_jobs=4, heartbeat_interval_s=5, seed=7):
+        report = await run_load(
+            LoadConfig(api_key=jobs_key, url=a.url, count=JOBS, concurrency=12, src_lang="en", tgt_lang="zh",
+                       wait_s=10, job_timeout_s=20, seed=7)
+        )  # fmt: skip
+    assert report.terminal["DONE"] == JOBS, report.format_text()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    attempts = [client.hget(keys().job(record.job_id), "attempt_id") for record in report.records]
+    assert attempts == ["1"] * JOBS
+    # Every long-poll ended with its job: none ran into the wait or the client's deadline.
+    assert max(record.latency_s for record in report.records) < 3
