@@ -50,10 +50,16 @@ class HeartbeatScenario:
     server_env: dict[str, str] = field(default_factory=dict)
 
 
+LAG = "scheduler_event_loop_lag_seconds"
+GC_PAUSES = "scheduler_gc_pause_seconds"
+
+
 @dataclass(frozen=True)
 class Scrape:
     buckets: dict[float, float]
     handled: float
+    # Other histograms' cumulative buckets: the event loop's lag, and GC passes per generation ("gc:2").
+    others: dict[str, dict[float, float]] = field(default_factory=dict)
 
 
 def read_metrics(metrics_dir: str) -> Scrape:
@@ -65,6 +71,7 @@ def read_metrics(metrics_dir: str) -> Scrape:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=metrics_dir)
     buckets: dict[float, float] = {}
+    others: dict[str, dict[float, float]] = {}
     handled = 0.0
     for family in registry.collect():
         for sample in family.samples:
@@ -73,7 +80,12 @@ def read_metrics(metrics_dir: str) -> Scrape:
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
             elif sample.name == COUNTER:
                 handled += sample.value
-    return Scrape(buckets, handled)
+            elif sample.name in (f"{LAG}_bucket", f"{GC_PAUSES}_bucket"):
+                name = "lag" if sample.name.startswith(LAG) else f"gc:{sample.labels['generation']}"
+                series = others.setdefault(name, {})
+                bound = float(sample.labels["le"])
+                series[bound] = series.get(bound, 0.0) + sample.value
+    return Scrape(buckets, handled, others)
 
 
 def scrape_seconds(url: str) -> float:
@@ -83,9 +95,12 @@ def scrape_seconds(url: str) -> float:
     return time.monotonic() - started
 
 
-def quantiles_ms(before: Scrape, after: Scrape) -> dict[str, float | None]:
-    """p50/p95/p99 upper bucket bounds (ms) of the heartbeats handled between two scrapes."""
-    delta = sorted((bound, after.buckets[bound] - before.buckets.get(bound, 0.0)) for bound in after.buckets)
+def quantiles_ms(before: Scrape, after: Scrape, series: str | None = None) -> dict[str, float | None]:
+    """p50/p95/p99 upper bucket bounds (ms) of the heartbeats handled between two scrapes (or of another
+    histogram of `Scrape.others`)."""
+    first = before.buckets if series is None else before.others.get(series, {})
+    last = after.buckets if series is None else after.others.get(series, {})
+    delta = sorted((bound, last[bound] - first.get(bound, 0.0)) for bound in last)
     result: dict[str, float | None] = {}
     for q in (0.5, 0.95, 0.99):
         bound = histogram_quantile(delta, q)
@@ -125,10 +140,14 @@ def run(env: Environment, scenario: HeartbeatScenario) -> dict[str, Any]:
         "scenario": asdict(scenario),
         "registered": outcome.registered,
         "register_s": round(outcome.register_s, 1),
-        "register_retries_after_dependency_down": outcome.register_retries,
+        "dependency_down_answers": outcome.dependency_down,
         "heartbeats_in_window": int(handled),
         "heartbeats_per_s": round(handled / scenario.window_s, 1),
         "handling_ms": quantiles_ms(before, after),
+        "event_loop_lag_ms": quantiles_ms(before, after, "lag"),
+        "gc_passes_in_window": {name: round(series.get(float("inf"), 0.0) - before.others.get(name, {}).get(float("inf"), 0.0))
+                                for name, series in sorted(after.others.items()) if name.startswith("gc:")},
+        "gc_pause_ms": {name: quantiles_ms(before, after, name) for name in sorted(after.others) if name.startswith("gc:")},
         "redis_commands_per_heartbeat": round(sum(calls.values()) / per_heartbeat, 2),
         "redis_commands_top_per_heartbeat": {name: round(n / per_heartbeat, 2) for name, n in list(calls.items())[:8]},
         "metrics_scrape_s": round(scrape_s, 2),

@@ -33,6 +33,10 @@ from scheduler.redis import UNAVAILABLE
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_BIG = 1009
+# "Try again later": the scheduler could not check the token or register the node (Redis or the database
+# unavailable, or the instance overloaded). The real node learns nothing from an `error` frame and never
+# re-sends `node_register` on the same socket, but it reconnects with backoff after any close.
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_BAD_MESSAGES = 4400
 
 
@@ -53,11 +57,18 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         presented = self._presented_token()
-        token = None
         try:
             token = await services.authenticate_token(presented)
-        except Exception:
-            log.exception("token check failed", extra={"event": "node_auth_error"})
+        except Exception as exc:
+            # Not the node's fault: a bad-token refusal would be wrong. Accept and close "try again later".
+            metrics.NODE_HANDSHAKES_REJECTED.labels(reason="unavailable").inc()
+            log.warning(
+                "node handshake deferred: the token could not be checked",
+                extra={"event": "node_auth_error", "reason": f"{type(exc).__name__}: {exc}"[:200]},
+            )
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
         if token is None and (settings.NODE_AUTH_REQUIRED or presented):
             reason = "missing" if not presented else "invalid"
             metrics.NODE_HANDSHAKES_REJECTED.labels(reason=reason).inc()
@@ -137,6 +148,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.send_frame(
                 {"type": "error", "code": "DEPENDENCY_DOWN", "message": "the scheduler's state store is unavailable; retry later"}
             )
+            if self.node_id is None:
+                # A node whose register failed would otherwise stay connected and unregistered for good.
+                await self.close(code=CLOSE_TRY_AGAIN_LATER)
         except Exception:
             # A bug must cost one message, not the node's connection.
             metrics.NODE_BAD_MESSAGES.labels(code="INTERNAL_ERROR").inc()

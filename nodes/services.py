@@ -26,7 +26,7 @@ from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
 from nodes.schemas import AsrPartial, JobAck, JobResult, JobStarted, NodeError, NodeHeartbeat, NodeRegister
 from pools import services as pools
 from scheduler import audit, metrics, scripts
-from scheduler.redis import get_redis, keys
+from scheduler.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 
 log = logging.getLogger(__name__)
 
@@ -616,16 +616,16 @@ async def list_nodes(status: str | None = None, pool: str | None = None) -> list
 async def read_nodes(node_ids: list[str]) -> list[dict[str, Any]]:
     """Live views of the given nodes (unknown ones left out), in one round trip."""
     k = keys()
-    client = get_redis()
     now_ms = _now_ms()
-    async with client.pipeline(transaction=False) as pipe:
-        for node_id in node_ids:
-            pipe.hgetall(k.node_meta(node_id))
-            pipe.hgetall(k.node_cap(node_id))
-            # Slot entries are scored by their own expiry: only live ones count.
-            pipe.zcount(k.node_reservations(node_id), now_ms, "+inf")
-            pipe.zcount(k.node_running(node_id), now_ms, "+inf")
-        replies = await pipe.execute()
+
+    def queue(pipe: Any, node_id: str) -> None:
+        pipe.hgetall(k.node_meta(node_id))
+        pipe.hgetall(k.node_cap(node_id))
+        # Slot entries are scored by their own expiry: only live ones count.
+        pipe.zcount(k.node_reservations(node_id), now_ms, "+inf")
+        pipe.zcount(k.node_running(node_id), now_ms, "+inf")
+
+    replies = await read_chunked(node_ids, queue, PIPELINE_CHUNK // 4)
     nodes = []
     for index in range(len(node_ids)):
         meta, cap, reserved, running = replies[4 * index : 4 * index + 4]
@@ -635,28 +635,24 @@ async def read_nodes(node_ids: list[str]) -> list[dict[str, Any]]:
 
 
 async def count_ready() -> int:
-    """Known nodes that are ready and not drained, from two fields of each node's meta hash: what the live
-    page's sampler needs every interval, without building every node's full live view."""
-    client = get_redis()
-    k = keys()
-    node_ids = await client.smembers(k.nodes_all)
-    async with client.pipeline(transaction=False) as pipe:
-        for node_id in node_ids:
-            pipe.hmget(k.node_meta(node_id), ["status", "drained"])
-        replies = await pipe.execute()
-    return sum(status == NodeStatus.READY and drained != "1" for status, drained in replies)
-
-
-def count_by_status(nodes: list[dict[str, Any]]) -> dict[str, int]:
-    """Every status (0 when none), counted over live views."""
-    counts = dict.fromkeys(NodeStatus.values, 0)
-    for node in nodes:
-        counts[node["status"]] = counts.get(node["status"], 0) + 1
-    return counts
+    """Known nodes that are ready and not drained: what the live page's sampler needs every interval."""
+    return (await status_counts())[NodeStatus.READY]
 
 
 async def status_counts() -> dict[str, int]:
-    return count_by_status(await list_nodes())
+    """Every status (0 when none) over the known nodes, as their live views show it (a drained node counts as
+    draining), from two fields of each node's meta hash instead of each node's full live view."""
+    k = keys()
+    node_ids = list(await get_redis().smembers(k.nodes_all))
+    replies = await read_chunked(node_ids, lambda pipe, node_id: pipe.hmget(k.node_meta(node_id), ["status", "drained"]))
+    counts = dict.fromkeys(NodeStatus.values, 0)
+    for status, drained in replies:
+        if status is None:
+            continue  # listed but gone (expired): not a node any more
+        if status != NodeStatus.OFFLINE and drained == "1":
+            status = NodeStatus.DRAINING
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------

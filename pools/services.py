@@ -22,7 +22,7 @@ from nodes.health import pool_name
 from pools.eligibility import OVERFLOW, Pool
 from pools.models import LeaderEpoch, PoolConfigVersion
 from scheduler import audit, scripts
-from scheduler.redis import get_redis, keys
+from scheduler.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +189,15 @@ async def pool_sizes() -> dict[str, dict[str, int]]:
             pipe.smembers(k.pool_members(name))
         memberships = [sorted(members) for members in await pipe.execute()]
     now_ms = int(time.time() * 1000)
-    async with client.pipeline(transaction=False) as pipe:
-        for members in memberships:
-            for node_id in members:
-                pipe.hmget(k.node_meta(node_id), ["status", "drained"])
-                pipe.hget(k.node_cap(node_id), "max")
-                # Slot entries are scored by their own expiry: only live ones count.
-                pipe.zcount(k.node_reservations(node_id), now_ms, "+inf")
-                pipe.zcount(k.node_running(node_id), now_ms, "+inf")
-        replies = iter(await pipe.execute())
+
+    def queue(pipe: Any, node_id: str) -> None:
+        pipe.hmget(k.node_meta(node_id), ["status", "drained"])
+        pipe.hget(k.node_cap(node_id), "max")
+        # Slot entries are scored by their own expiry: only live ones count.
+        pipe.zcount(k.node_reservations(node_id), now_ms, "+inf")
+        pipe.zcount(k.node_running(node_id), now_ms, "+inf")
+
+    replies = iter(await read_chunked([node_id for members in memberships for node_id in members], queue, PIPELINE_CHUNK // 4))
     sizes: dict[str, dict[str, int]] = {}
     for name, members in zip(names, memberships, strict=True):
         row = {"size": len(members), "ready": 0, "capacity": 0, "reserved": 0, "running": 0}

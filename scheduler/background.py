@@ -4,10 +4,12 @@ safety net, so offline detection survives any one process dying) and advertises 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
 import time
+from typing import Any
 
 from django.conf import settings
 
@@ -21,16 +23,54 @@ _stats_task: asyncio.Task[None] | None = None
 STARTED_AT = time.time()
 
 
+LAG_SAMPLE_S = 0.25
+_lag_task: asyncio.Task[None] | None = None
+
+
 def ensure_started() -> None:
     """Start the loop on the running event loop once (daphne has no lifespan events to hook)."""
-    global _task, _jobs_task, _stats_task
+    global _task, _jobs_task, _stats_task, _lag_task
     loop = asyncio.get_running_loop()
+    if _lag_task is None or _lag_task.done() or _lag_task.get_loop() is not loop:
+        _lag_task = loop.create_task(_watch_loop(), name="scheduler-loop-lag")
+        _watch_gc()
     if _task is None or _task.done() or _task.get_loop() is not loop:
         _task = loop.create_task(_run(), name="scheduler-background")
     if _jobs_task is None or _jobs_task.done() or _jobs_task.get_loop() is not loop:
         _jobs_task = loop.create_task(_run_jobs(), name="scheduler-jobs")
     if _stats_task is None or _stats_task.done() or _stats_task.get_loop() is not loop:
         _stats_task = loop.create_task(_run_stats(), name="scheduler-stats")
+
+
+async def _watch_loop() -> None:
+    """The event loop's lag: how much later than asked a short sleep returns."""
+    from scheduler import metrics
+
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LAG_SAMPLE_S)
+        metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - asked - LAG_SAMPLE_S))
+
+
+_gc_started: dict[str, float] = {}
+_gc_pauses: dict[int, Any] = {}
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    """Runs inside every collection (also at interpreter shutdown): no imports, nothing that can raise."""
+    if phase == "start":
+        _gc_started["at"] = time.perf_counter()
+    elif (started := _gc_started.pop("at", None)) is not None and (pauses := _gc_pauses.get(info["generation"])):
+        pauses.observe(time.perf_counter() - started)
+
+
+def _watch_gc() -> None:
+    from scheduler import metrics
+
+    _gc_pauses.update({generation: metrics.GC_PAUSE_SECONDS.labels(generation=str(generation)) for generation in (0, 1, 2)})
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
 
 
 async def _run() -> None:

@@ -29,8 +29,11 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         while True:
             try:
                 return await super().receive(channel)
-            except UNAVAILABLE:
+            except UNAVAILABLE as exc:
                 metrics.REDIS_ERRORS.labels(operation="channel_receive").inc()
-                log.warning("channel layer receive failed: Redis unavailable; retrying", extra={"event": "redis_down"})
+                log.warning(
+                    "channel layer receive failed: Redis unavailable; retrying",
+                    extra={"event": "redis_down", "reason": f"{type(exc).__name__}: {exc}"[:200]},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

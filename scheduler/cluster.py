@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
-from nodes.services import count_by_status, list_nodes
+from nodes.services import status_counts
 from pools.overview import Instance, PoolOverview, read_instances, read_overview
-from scheduler.redis import get_redis, keys
+from scheduler.redis import get_redis, keys, read_chunked
 
 # In-flight jobs are counted by reading each one's state; past this many the count is a lower bound (the
 # deadline index holds every in-flight job, and a cluster this busy has bigger concerns than one gauge).
@@ -29,7 +28,6 @@ class Snapshot:
     read_at: float
     instances: list[Instance]
     pools: PoolOverview
-    nodes: list[dict[str, Any]]
     jobs_in_flight: dict[str, int]  # by state; every non-terminal job
     jobs_waiting: int  # of those, waiting for capacity in the pending queue
     audit: AuditState
@@ -41,11 +39,8 @@ async def read_jobs_in_flight() -> tuple[dict[str, int], int]:
     k = keys()
     client = get_redis()
     job_ids = await client.zrange(k.job_deadlines, 0, IN_FLIGHT_READ_LIMIT - 1)
-    async with client.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hget(k.job(job_id), "state")
-        pipe.zcard(k.jobs_pending)
-        *states, waiting = await pipe.execute()
+    states = await read_chunked(job_ids, lambda pipe, job_id: pipe.hget(k.job(job_id), "state"))
+    waiting = await client.zcard(k.jobs_pending)
     return dict(Counter(state for state in states if state)), int(waiting)
 
 
@@ -65,15 +60,15 @@ async def read_audit_state() -> AuditState:
 
 
 async def read_snapshot() -> Snapshot:
-    nodes = await list_nodes()
+    """Every read walks the nodes (or in-flight jobs) in chunks (`read_chunked`), so a scrape at thousands of
+    nodes shares the event loop with heartbeats and jobs instead of stalling them."""
     in_flight, waiting = await read_jobs_in_flight()
     return Snapshot(
         read_at=time.time(),
         instances=await read_instances(),
         pools=await read_overview(),
-        nodes=nodes,
         jobs_in_flight=in_flight,
         jobs_waiting=waiting,
         audit=await read_audit_state(),
-        nodes_by_status=count_by_status(nodes),
+        nodes_by_status=await status_counts(),
     )

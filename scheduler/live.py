@@ -69,7 +69,7 @@ def _as_json(
         "leader_changes": pools.leader_changes,
         "config_version": pools.version,
         "nodes_by_status": snapshot.nodes_by_status,
-        "nodes_total": len(snapshot.nodes),
+        "nodes_total": sum(snapshot.nodes_by_status.values()),
         "pools": [{**row.to_dict(), "jobs_per_min": per_pool_minute.get(row.name, 0)} for row in pools.pools],
         "jobs_in_flight": snapshot.jobs_in_flight,
         "jobs_waiting": snapshot.jobs_waiting,

@@ -35,6 +35,18 @@ NODE_SOCKETS_OPEN = Gauge(
 NODE_HANDSHAKES_REJECTED = Counter(
     "scheduler_node_handshakes_rejected_total", "Node WebSocket handshakes refused, by reason.", ["reason"]
 )
+# Stalls of a web process: every message of every socket on it waits while its event loop is held.
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "scheduler_event_loop_lag_seconds",
+    "How late a web process's event loop woke a timer (sampled every 0.25 s): the wait any message saw then.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+GC_PAUSE_SECONDS = Histogram(
+    "scheduler_gc_pause_seconds",
+    "Cyclic garbage collector passes of a web process, by generation: each one holds its event loop.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 REDIS_ERRORS = Counter(
     "scheduler_redis_errors_total", "Redis operations that failed, by operation.", ["operation"]
 )
@@ -203,6 +215,8 @@ def initialize_label_sets() -> None:
 
     for kind in ("ack", "job"):
         TIMEOUTS.labels(kind=kind)
+    for generation in ("0", "1", "2"):
+        GC_PAUSE_SECONDS.labels(generation=generation)
     JOBS_ENDED.labels(state=JobState.DONE, reason="none")
     for reason in FailureReason.values:
         JOBS_ENDED.labels(state=JobState.FAILED, reason=reason)

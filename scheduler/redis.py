@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 T = TypeVar("T")
+T_item = TypeVar("T_item")
 
 # Errors that mean "Redis is not answering" as opposed to "Redis said no": callers turn these into
 # DEPENDENCY_DOWN answers instead of crashing.
@@ -65,6 +66,24 @@ def get_redis() -> aioredis.Redis:
         )
         client = _async_clients[loop] = aioredis.Redis(connection_pool=pool)
     return client
+
+
+# Commands per pipeline when reading every node (or every in-flight job): at 10,000 nodes one pipeline would
+# pack, send and parse tens of thousands of replies in one turn of the event loop, stalling heartbeats and
+# jobs behind it; in chunks, other tasks run between them.
+PIPELINE_CHUNK = 1000
+
+
+async def read_chunked(items: Sequence[T_item], queue: Callable[[Any, T_item], None], chunk: int = PIPELINE_CHUNK) -> list[Any]:
+    """The replies of `queue(pipe, item)` for every item, in order, `chunk` items per pipeline."""
+    client = get_redis()
+    replies: list[Any] = []
+    for start in range(0, len(items), chunk):
+        async with client.pipeline(transaction=False) as pipe:
+            for item in items[start : start + chunk]:
+                queue(pipe, item)
+            replies.extend(await pipe.execute())
+    return replies
 
 
 def get_sync_redis() -> redis.Redis:

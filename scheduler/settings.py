@@ -111,11 +111,20 @@ REDIS_KEY_PREFIX = envstr("REDIS_KEY_PREFIX", "sched")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 64, minimum=2)
 
+
+
+def channel_layer_hosts(url: str) -> list[dict[str, object]]:
+    """channels-redis waits for messages with a 5 s blocking pop; redis-py 8 reads with a 5 s socket timeout by
+    default, so every idle wait ended in a TimeoutError (a warning and a reconnect every 5 s per process). The
+    read timeout must outlast the pop."""
+    return [{"address": url, "socket_timeout": 15, "socket_connect_timeout": 5}]
+
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL or "redis://127.0.0.1:6379/0"],
+            "hosts": channel_layer_hosts(REDIS_URL or "redis://127.0.0.1:6379/0"),
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",
             "capacity": 1000,
             "expiry": 30,

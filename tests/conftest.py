@@ -13,6 +13,7 @@ from django.db import connection
 from access.auth import forget_verified_keys
 from scheduler.embedded_redis import RedisProcess
 from scheduler.redis import reset_clients
+from scheduler.settings import channel_layer_hosts
 from tests.support.processes import AsgiServer
 
 # Node timings shortened for tests; servers started by tests get the same values.
@@ -36,7 +37,7 @@ def point_at_redis(settings, url: str) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
-            "CONFIG": {"hosts": [url], "prefix": "sched:asgi", "capacity": 1000, "expiry": 30},
+            "CONFIG": {"hosts": channel_layer_hosts(url), "prefix": "sched:asgi", "capacity": 1000, "expiry": 30},
         }
     }
     reset_clients()

@@ -4,6 +4,8 @@ no answer may be lost to that race, and every long-poll must see its job end."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis
 
@@ -32,3 +34,19 @@ async def test_instant_answers_through_another_instance_all_complete_on_their_fi
     assert attempts == ["1"] * JOBS
     # Every long-poll ended with its job: none ran into the wait or the client's deadline.
     assert max(record.latency_s for record in report.records) < 3
+
+
+async def test_an_idle_instance_keeps_listening_to_the_channel_layer_without_errors(
+    start_job_server, node_token, jobs_key
+):
+    """The channel layer waits with a 5 s blocking pop. With redis-py's default 5 s read timeout every idle
+    wait ended in a TimeoutError: a warning, an error count and a reconnect per process every 5 s."""
+    a, b = start_job_server(), start_job_server()
+    async with ready_fleet(b.ws_url, node_token, 1, processing_ms=0, heartbeat_interval_s=5, seed=3):
+        await asyncio.sleep(6.5)  # more than one blocking pop with nothing to receive
+        report = await run_load(
+            LoadConfig(api_key=jobs_key, url=a.url, count=3, concurrency=1, src_lang="en", tgt_lang="zh", wait_s=5)
+        )
+    assert report.terminal["DONE"] == 3, report.format_text()
+    for server in (a, b):
+        assert "channel layer receive failed" not in server.log_text()

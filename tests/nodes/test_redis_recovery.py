@@ -10,7 +10,7 @@ import pytest
 from nodes import services
 from scheduler.embedded_redis import RedisProcess
 from tests.conftest import point_at_redis
-from tests.factories import reference_heartbeat
+from tests.factories import reference_heartbeat, register_message
 from tests.support.wire import Wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,6 +59,37 @@ async def test_a_redis_outage_keeps_the_socket_open_and_heals_after_redis_return
     assert node["node_id"] == node_id
     assert server.is_running()
     await wire.close()
+
+
+async def test_a_register_that_fails_while_redis_is_down_closes_the_socket_so_the_node_reconnects(
+    own_redis, start_server, node_token
+):
+    """The real node never re-sends node_register on the same socket: left open, it would stay unregistered.
+    Closed with 1013 (try again later), it reconnects with backoff and registers then."""
+    server = start_server(REDIS_URL=own_redis.url, REDIS_SOCKET_TIMEOUT="0.5")
+    wire = await Wire.connect(server.ws_url, node_token)
+    own_redis.kill()
+    await wire.send(register_message())
+    error = await wire.expect("error", timeout=5)
+    assert error["code"] == "DEPENDENCY_DOWN"
+    assert await wire.closed_with() == 1013
+
+    own_redis.restart()
+    await asyncio.sleep(0.5)
+    again = await Wire.connect(server.ws_url, node_token)
+    node_id = (await again.register())["node_id"]
+    assert node_id.startswith("node-")
+    await again.close()
+
+
+async def test_a_token_that_cannot_be_checked_is_not_refused_as_a_bad_one(start_server, node_token):
+    """The database is unreachable: not the node's fault. The handshake is accepted and closed with 1013, so
+    the node retries, instead of the HTTP 403 that says its token is bad."""
+    server = start_server(DATABASE_URL="postgres://nobody@127.0.0.1:9/unreachable")
+    wire = await Wire.connect(server.ws_url, node_token)
+    assert await wire.closed_with() == 1013
+    assert "node handshake deferred: the token could not be checked" in server.log_text()
+    assert node_token.partition(".")[2] not in server.log_text()
 
 
 async def _wait(predicate, node_id: str, timeout: float = 3.0) -> dict:
