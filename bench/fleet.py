@@ -9,6 +9,7 @@ up as scheduler latency. The parent drives it with two events and reads the outc
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -64,6 +65,11 @@ class TimedNode(SimulatedNode):
 def run(config: FleetConfig, ready: Event, stop: Event, results: Connection) -> None:
     """Process entry point: connect and register every node, set `ready`, answer jobs until `stop`."""
     logging.basicConfig(level=logging.ERROR)
+    # Thousands of simulated nodes share this one interpreter: with CPython's default thresholds its full
+    # collections stall every node at once, and the heartbeats held meanwhile then reach the server as one
+    # burst, which no fleet of real machines does. The same settings as the web process (scheduler/asgi.py).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     results.send(asyncio.run(_run(config, ready, stop)))
 
 

@@ -52,6 +52,7 @@ class HeartbeatScenario:
 
 LAG = "scheduler_event_loop_lag_seconds"
 GC_PAUSES = "scheduler_gc_pause_seconds"
+REDIS_SECONDS = "scheduler_redis_operation_seconds"
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,10 @@ def read_metrics(metrics_dir: str) -> Scrape:
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
             elif sample.name == COUNTER:
                 handled += sample.value
-            elif sample.name in (f"{LAG}_bucket", f"{GC_PAUSES}_bucket"):
-                name = "lag" if sample.name.startswith(LAG) else f"gc:{sample.labels['generation']}"
+            elif sample.name in (f"{LAG}_bucket", f"{GC_PAUSES}_bucket") or (
+                sample.name == f"{REDIS_SECONDS}_bucket" and sample.labels.get("operation") == "node_heartbeat"
+            ):
+                name = {f"{LAG}_bucket": "lag", f"{REDIS_SECONDS}_bucket": "script"}.get(sample.name) or f"gc:{sample.labels['generation']}"
                 series = others.setdefault(name, {})
                 bound = float(sample.labels["le"])
                 series[bound] = series.get(bound, 0.0) + sample.value
@@ -145,6 +148,8 @@ def run(env: Environment, scenario: HeartbeatScenario) -> dict[str, Any]:
         "heartbeats_per_s": round(handled / scenario.window_s, 1),
         "handling_ms": quantiles_ms(before, after),
         "event_loop_lag_ms": quantiles_ms(before, after, "lag"),
+        # The node_heartbeat script's round trip alone (connection checkout included), out of the handling time.
+        "heartbeat_script_ms": quantiles_ms(before, after, "script"),
         "gc_passes_in_window": {name: round(series.get(float("inf"), 0.0) - before.others.get(name, {}).get(float("inf"), 0.0))
                                 for name, series in sorted(after.others.items()) if name.startswith("gc:")},
         "gc_pause_ms": {name: quantiles_ms(before, after, name) for name in sorted(after.others) if name.startswith("gc:")},

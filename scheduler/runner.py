@@ -71,6 +71,8 @@ class Config:
     run_worker: bool
     redis_url: str
     web_server: str = DEFAULT_SERVER
+    web_processes: int = 1
+    instance_id: str = ""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Config:
@@ -81,7 +83,16 @@ class Config:
             run_worker=envbool("RUN_WORKER", True, environ=environ),
             redis_url=raw("REDIS_URL", environ) or "",
             web_server=envchoice("WEB_SERVER", DEFAULT_SERVER, SERVERS, environ=environ),
-        )
+            web_processes=envint("WEB_PROCESSES", 1, minimum=1, environ=environ),
+            instance_id=raw("INSTANCE_ID", environ) or "",
+        ).checked()
+
+    def checked(self) -> Config:
+        if self.web_processes > 1 and self.web_server != "uvicorn":
+            raise EnvError(f"WEB_PROCESSES={self.web_processes} needs WEB_SERVER=uvicorn: daphne serves one process per port")
+        if self.web_processes > 1 and self.instance_id:
+            raise EnvError(f"WEB_PROCESSES={self.web_processes} with INSTANCE_ID set would give every process the same id; unset it")
+        return self
 
     @property
     def local_host(self) -> str:
@@ -175,7 +186,9 @@ def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
 
 
 def web_command(config: Config) -> list[str]:
-    return server_command(config.web_server, config.web_host, config.web_port, config.max_message_bytes)
+    return server_command(
+        config.web_server, config.web_host, config.web_port, config.max_message_bytes, processes=config.web_processes
+    )
 
 
 # --quiet drops Celery's ASCII banners, which would otherwise scroll the URL summary out of sight.
@@ -329,7 +342,8 @@ class Supervisor:
             raise StepFailed(f"{child.name} {describe_exit(child.process.returncode)}; its output is above.")
 
     def start_children(self, config: Config) -> None:
-        commands = [(f"{config.web_server} web server", web_command(config))]
+        plural = f" ({config.web_processes} processes)" if config.web_processes > 1 else ""
+        commands = [(f"{config.web_server} web server{plural}", web_command(config))]
         if config.run_worker:
             commands += [("Celery worker", worker_command()), ("Celery beat", beat_command())]
         else:

@@ -16,10 +16,14 @@ APPLICATION = "scheduler.asgi:application"
 
 
 def server_command(server: str, host: str, port: int, max_message_bytes: int | None = None,
-                   extra_args: Sequence[str] = (), app: str = APPLICATION) -> list[str]:  # fmt: skip
-    """The command line of one web process. `max_message_bytes` bounds a WebSocket message (a larger one is
-    answered with close code 1009); None keeps the server's own limit."""
+                   extra_args: Sequence[str] = (), app: str = APPLICATION, processes: int = 1) -> list[str]:  # fmt: skip
+    """The command line of the web server. `max_message_bytes` bounds a WebSocket message (a larger one is
+    answered with close code 1009); None keeps the server's own limit. `processes` > 1 (uvicorn only) runs that
+    many web processes on one port, each an instance of its own: node sockets spread over them and frames
+    for a node on another process go through the channel layer, as between hosts."""
     size = [] if max_message_bytes is None else [str(max_message_bytes)]
+    if processes > 1 and server != "uvicorn":
+        raise ValueError("several web processes on one port need uvicorn")
     if server == "daphne":
         limits = ["--websocket-max-message-size", *size, "--websocket-max-frame-size", *size] if size else []
         return [sys.executable, "-m", "scheduler.serve", "-b", host, "-p", str(port), *limits, *extra_args, app]
@@ -30,6 +34,7 @@ def server_command(server: str, host: str, port: int, max_message_bytes: int | N
         limits = ["--ws-max-size", *size] if size else []
         return [
             sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--lifespan", "on", "--no-access-log",
-            "--no-server-header", "--ws-per-message-deflate", "false", *limits, *extra_args, app,
+            "--no-server-header", "--ws-per-message-deflate", "false", *limits,
+            *(["--workers", str(processes)] if processes > 1 else []), *extra_args, app,
         ]  # fmt: skip
     raise ValueError(f"unknown ASGI server {server!r}; one of {', '.join(SERVERS)}")

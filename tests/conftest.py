@@ -3,7 +3,8 @@ processes for end-to-end tests. Fault tests start their own Redis so they can ki
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 from urllib.parse import quote
 
 import pytest
@@ -88,11 +89,12 @@ def start_server(server_env: dict[str, str]) -> Iterator[Callable[..., AsgiServe
     """Start real ASGI server processes; every one is killed at teardown, even when the test fails."""
     started: list[AsgiServer] = []
 
-    def start(**overrides: str) -> AsgiServer:
-        server = AsgiServer(env={**server_env, **overrides})
-        started.append(server)
-        server.start()
-        return server
+    def start(*, server: Literal["daphne", "uvicorn"] | None = None, extra_args: Sequence[str] = (), **overrides: str) -> AsgiServer:
+        """`server` and `extra_args` as AsgiServer takes them; every other keyword is an environment variable."""
+        process = AsgiServer(env={**server_env, **overrides}, server=server, extra_args=extra_args)
+        started.append(process)
+        process.start()
+        return process
 
     yield start
     for server in started:

@@ -11,6 +11,7 @@ import pytest
 from scheduler.env import EnvError
 from scheduler.runner import Config
 from scheduler.webserver import APPLICATION, DEFAULT_SERVER, server_command
+from tests.nodes.conftest import node_token  # noqa: F401, F811  (shared fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,3 +53,38 @@ def test_the_supervisor_stops_at_once_on_an_unknown_server_and_says_why(tmp_path
     assert result.returncode == 1
     assert "WEB_SERVER must be one of uvicorn, daphne, not 'nginx'" in result.stdout + result.stderr
     assert "Started" not in result.stdout
+
+
+def test_several_processes_need_uvicorn_and_their_own_instance_ids() -> None:
+    assert Config.from_environ({"WEB_PROCESSES": "3"}).web_processes == 3
+    with pytest.raises(EnvError, match="WEB_PROCESSES=2 needs WEB_SERVER=uvicorn"):
+        Config.from_environ({"WEB_PROCESSES": "2", "WEB_SERVER": "daphne"})
+    with pytest.raises(EnvError, match="INSTANCE_ID set would give every process the same id"):
+        Config.from_environ({"WEB_PROCESSES": "2", "INSTANCE_ID": "web-a"})
+    assert server_command("uvicorn", "127.0.0.1", 8000, processes=2)[-3:] == ["--workers", "2", APPLICATION]
+    with pytest.raises(ValueError):
+        server_command("daphne", "127.0.0.1", 8000, processes=2)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_two_processes_on_one_port_each_advertise_and_jobs_reach_nodes_on_either(start_server, node_token):  # noqa: F811
+    """WEB_PROCESSES=2: uvicorn's workers share the port; each is an instance, nodes spread over both, and a job
+    accepted by one reaches a node held by the other through the channel layer."""
+    from channels.db import database_sync_to_async
+
+    from access.models import ApiKey, Scope
+    from jobs.loadgen import LoadConfig, run_load
+    from tests.jobs.support import ready_fleet
+    from tests.support.metrics import scrape_url
+
+    key = (await database_sync_to_async(ApiKey.issue)("two", [Scope.JOBS_WRITE, Scope.JOBS_READ]))[1]
+    server = start_server(
+        server="uvicorn", extra_args=["--workers", "2"], NODE_HEARTBEAT_TIMEOUT_S="60", NODE_WARMUP_TIMEOUT_S="60"
+    )
+    async with ready_fleet(server.ws_url, node_token, 6, processing_ms=0, heartbeat_interval_s=5, seed=5):
+        report = await run_load(
+            LoadConfig(api_key=key, url=server.url, count=40, concurrency=4, src_lang="en", tgt_lang="zh", wait_s=10)
+        )
+        assert report.terminal["DONE"] == 40, report.format_text()
+        instances = scrape_url(server.url)[("scheduler_instances", ())]
+    assert instances == 2
