@@ -340,11 +340,10 @@ async def _deliver(meta: list[str | None], frame: dict[str, Any]) -> bool:
     if not channel:
         return False
     try:
-        await connections.send_frame(channel, frame)
+        return await connections.send_frame(channel, frame)
     except Exception:
-        log.exception("job_assign not delivered", extra={"event": "dispatch_failed", "job_id": frame["job_id"]})
+        log.exception("frame not delivered", extra={"event": "dispatch_failed", "job_id": frame["job_id"]})
         return False
-    return True
 
 
 async def _step(job_id: str, attempt: int | str, expected: list[str], new: str, fields: dict[str, str], *, node: str = "") -> list[Any]:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class LocalConnection(Protocol):
-    async def send_frame(self, frame: dict[str, Any]) -> None: ...
+    async def send_frame(self, frame: dict[str, Any]) -> bool: ...
 
     async def close_connection(self, code: int, conn_id: str | None) -> None: ...
 
@@ -36,13 +36,16 @@ def spawn(coro: Any) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def send_frame(channel: str, frame: dict[str, Any]) -> None:
+async def send_frame(channel: str, frame: dict[str, Any]) -> bool:
+    """False when the frame certainly did not leave: the socket is on this instance and has closed. Through
+    the channel layer nobody can tell, so True."""
     if (local := LOCAL.get(channel)) is not None:
-        await local.send_frame(frame)
-        return
+        return await local.send_frame(frame)
     layer = get_channel_layer()
-    if layer is not None:
-        await layer.send(channel, {"type": "node.frame", "frame": frame})
+    if layer is None:
+        return False
+    await layer.send(channel, {"type": "node.frame", "frame": frame})
+    return True
 
 
 async def close_connection(channel: str, code: int, conn_id: str | None = None) -> None:

@@ -237,8 +237,20 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     # --- outbound (from services, in-process or through the channel layer) ---------------------------------------
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame))
+    async def send_frame(self, frame: dict[str, Any]) -> bool:
+        """Send one frame; False when the socket has closed meanwhile. Frames reach this socket from other
+        coroutines too (a dispatch, a status change, a newer connection of the same node), and uvicorn raises
+        `ClientDisconnected` (an OSError) on a send after the node went away, where daphne dropped the frame:
+        either way it is lost, and that must not fail whatever was sending it."""
+        try:
+            await self.send(text_data=json.dumps(frame))
+        except (OSError, RuntimeError) as exc:
+            log.info(
+                "frame not sent: the node's socket is closed",
+                extra={"event": "frame_not_sent", "node_id": self.node_id or "", "reason": f"{frame.get('type')}: {type(exc).__name__}"},
+            )
+            return False
+        return True
 
     async def close_connection(self, code: int, conn_id: str | None) -> None:
         # With a conn id, close only if this socket still is that connection: a reconnect may reuse a channel.
