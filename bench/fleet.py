@@ -45,7 +45,7 @@ class FleetOutcome:
     errors: int
     register_s: float
     # DEPENDENCY_DOWN answers (a register the instance could not process in time; it then closes the socket
-    # with 1013 and the node reconnects after its backoff, 5 s at first).
+    # with 4503 and the node reconnects after its backoff, 5 s at first).
     dependency_down: int
 
 

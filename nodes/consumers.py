@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 CLOSE_TOO_BIG = 1009
 # "Try again later": the scheduler could not check the token or register the node (Redis or the database
 # unavailable, or the instance overloaded). The real node learns nothing from an `error` frame and never
-# re-sends `node_register` on the same socket, but it reconnects with backoff after any close.
-CLOSE_TRY_AGAIN_LATER = 1013
+# re-sends `node_register` on the same socket, but it reconnects with backoff after any close. An
+# application code like the others (4xxx after the HTTP status): the standard 1013 is not one autobahn
+# (daphne) will send, it closes with 1011 instead.
+CLOSE_TRY_AGAIN_LATER = 4503
 CLOSE_BAD_MESSAGES = 4400
 
 

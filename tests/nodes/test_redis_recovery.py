@@ -65,14 +65,14 @@ async def test_a_register_that_fails_while_redis_is_down_closes_the_socket_so_th
     own_redis, start_server, node_token
 ):
     """The real node never re-sends node_register on the same socket: left open, it would stay unregistered.
-    Closed with 1013 (try again later), it reconnects with backoff and registers then."""
+    Closed with 4503 (try again later), it reconnects with backoff and registers then."""
     server = start_server(REDIS_URL=own_redis.url, REDIS_SOCKET_TIMEOUT="0.5")
     wire = await Wire.connect(server.ws_url, node_token)
     own_redis.kill()
     await wire.send(register_message())
     error = await wire.expect("error", timeout=5)
     assert error["code"] == "DEPENDENCY_DOWN"
-    assert await wire.closed_with() == 1013
+    assert await wire.closed_with() == 4503
 
     own_redis.restart()
     await asyncio.sleep(0.5)
@@ -83,11 +83,11 @@ async def test_a_register_that_fails_while_redis_is_down_closes_the_socket_so_th
 
 
 async def test_a_token_that_cannot_be_checked_is_not_refused_as_a_bad_one(start_server, node_token):
-    """The database is unreachable: not the node's fault. The handshake is accepted and closed with 1013, so
+    """The database is unreachable: not the node's fault. The handshake is accepted and closed with 4503, so
     the node retries, instead of the HTTP 403 that says its token is bad."""
     server = start_server(DATABASE_URL="postgres://nobody@127.0.0.1:9/unreachable")
     wire = await Wire.connect(server.ws_url, node_token)
-    assert await wire.closed_with() == 1013
+    assert await wire.closed_with() == 4503
     assert "node handshake deferred: the token could not be checked" in server.log_text()
     assert node_token.partition(".")[2] not in server.log_text()
 
