@@ -262,8 +262,10 @@ async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: i
     if chosen is None:
         reason = FailureReason.POOL_EMPTY if populated == 0 else FailureReason.NO_AVAILABLE_NODE
         (metrics.POOL_EMPTY if reason == FailureReason.POOL_EMPTY else metrics.NO_AVAILABLE_NODE).inc()
-        await client.hset(k.job(job_id), "waiting_reason", reason)
-        await client.zadd(k.jobs_pending, {job_id: int(job["created_at"])}, nx=True)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hset(k.job(job_id), "waiting_reason", reason)
+            pipe.zadd(k.jobs_pending, {job_id: int(job["created_at"])}, nx=True)
+            await pipe.execute()
         return "pending"
     node_id, pool = chosen
     step = await _step(job_id, attempt, [JobState.SELECTING], JobState.RESERVED, {"node_id": node_id, "pool": pool})
@@ -415,7 +417,6 @@ async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[
         pipe.zcard(k.jobs_pending)
         pipe.hgetall(k.job(job_id))
         *_, waiting, job = await pipe.execute()
-    waiters.notify_local(job_id)
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
     context = {"event": "job_ended", "job_id": job_id, "attempt_id": job.get("attempt_id"), "node_id": job.get("node_id"),
                "trace_id": job.get("trace_id")}  # fmt: skip

@@ -117,9 +117,3 @@ def watch(job_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
     so reading the job inside the block cannot miss an end that happens after the read."""
     return _listener().watch(job_id)
 
-
-def notify_local(job_id: str) -> None:
-    """Wake this process's waiters of a job it ended itself, without waiting for the published notice."""
-    listener = _listeners.get(asyncio.get_running_loop())
-    if listener is not None:
-        listener.wake(job_id)
