@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scheduler import metrics
+from core import metrics
 
 log = logging.getLogger(__name__)
 

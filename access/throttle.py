@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from scheduler import metrics, scripts
-from scheduler.redis import UNAVAILABLE, get_redis, keys
+from core import metrics, scripts
+from core.redis import UNAVAILABLE, get_redis, keys
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,8 @@ from pydantic import TypeAdapter
 from access import throttle
 from access.auth import actor_of, client_address, require
 from access.models import Scope
+from core import credentials, metrics, safe_json
+from core.redis import UNAVAILABLE
 from nodes import services
 from nodes.models import NodeStatus
 from nodes.schemas import (
@@ -41,8 +43,6 @@ from nodes.schemas import (
     parse_node_message,
 )
 from nodes.services import Connection, NodeNotFound, RegistrationRejected, TokenInfo
-from scheduler import credentials, metrics, safe_json
-from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from access import throttle
+from core import credentials, metrics, safe_json
+from core.redis import UNAVAILABLE
 from nodes import connections, services
 from nodes.schemas import (
     AsrPartial,
@@ -29,8 +31,6 @@ from nodes.schemas import (
     parse_node_message,
 )
 from nodes.services import Connection, RegistrationRejected
-from scheduler import credentials, metrics, safe_json
-from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

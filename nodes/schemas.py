@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from scheduler.safe_json import MAX_SAFE_INTEGER
+from core.safe_json import MAX_SAFE_INTEGER
 
 __all__ = ["NodeMessage", "ValidationError", "parse_node_message", "describe_errors"]
 
@@ -47,7 +47,7 @@ MAX_ITEMS = 256
 
 
 class Lenient(BaseModel):
-    # NaN and Infinity never reach a model from the wire (scheduler.safe_json); this keeps it so for values
+    # NaN and Infinity never reach a model from the wire (core.safe_json); this keeps it so for values
     # built in code too.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 

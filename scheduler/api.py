@@ -21,15 +21,15 @@ from ninja.openapi.docs import render_template
 from ninja.parser import Parser
 
 from access.auth import AuthRefused
+from core import metrics, safe_json
+from core.api_errors import ApiError
+from core.redis import UNAVAILABLE
 from jobs.api import router as jobs_router
 from nodes.api import NodeLinkError
 from nodes.api import link as node_link_router
 from nodes.api import router as nodes_router
 from pools.api import router as pools_router
-from scheduler import metrics, safe_json
-from scheduler.api_errors import ApiError
 from scheduler.openapi_errors import add_error_responses
-from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

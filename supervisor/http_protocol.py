@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol with a deadline for the request head: `--http scheduler.http_protocol:HeadTimeoutProtocol`.
+"""uvicorn's HTTP protocol with a deadline for the request head: `--http supervisor.http_protocol:HeadTimeoutProtocol`.
 
 uvicorn times out only an idle keep-alive connection *after* a response (`--timeout-keep-alive`), and cancels
 even that timer on the first byte of a next request. A connection that never sends a byte, or sends its
@@ -73,7 +73,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        from scheduler import metrics
+        from core import metrics
 
         metrics.WEB_CONNECTIONS_TIMED_OUT.inc()
         _note_timeout(self.head_timeout)
