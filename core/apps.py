@@ -9,14 +9,9 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
-        from prometheus_client import REGISTRY
 
         from core.file_modes import make_sqlite_private
-        from core.metrics import LiveStateCollector, initialize_label_sets
+        from core.metrics import initialize_label_sets
 
         connection_created.connect(make_sqlite_private, dispatch_uid="core.make_sqlite_private")
-
-        if not getattr(REGISTRY, "_scheduler_live_state", False):
-            REGISTRY.register(LiveStateCollector())
-            REGISTRY._scheduler_live_state = True  # type: ignore[attr-defined]
         initialize_label_sets()
