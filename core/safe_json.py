@@ -47,10 +47,16 @@ def _int(text: str) -> int:
     return value
 
 
+# One decoder for every call: json.loads with hooks would build a decoder and its scanner per document.
+_decoder = json.JSONDecoder(parse_constant=_constant, parse_float=_float, parse_int=_int)
+
+
 def loads(data: str | bytes, max_depth: int) -> Any:
     """The decoded value, or JsonRejected naming what is wrong."""
     try:
-        value = json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        if isinstance(data, bytes | bytearray):
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        value = _decoder.decode(data)
     except JsonRejected:
         raise
     except RecursionError:
