@@ -16,7 +16,7 @@ def node_token(transactional_db) -> str:
 
 @pytest.fixture
 def api_key(transactional_db) -> str:
-    return ApiKey.issue("hostile input", [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.NODES_READ])[1]
+    return ApiKey.issue("hostile input", list(Scope.values))[1]
 
 
 @pytest.fixture
