@@ -13,13 +13,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_the_quality_fields_of_a_result_are_kept_with_it(server, node_token, jobs_key) -> None:
-    async with ready_fleet(server.ws_url, node_token, 1, processing_ms=0) as fleet:
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
-            answer = await api.post(
-                "/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO}, params={"wait": 10}
-            )
-            job_id = answer.json()["job_id"]
-            job = (await api.get(f"/api/v1/jobs/{job_id}")).json()
+    headers = {"Authorization": f"Bearer {jobs_key}"}
+    async with (
+        ready_fleet(server.ws_url, node_token, 1, processing_ms=0) as fleet,
+        httpx.AsyncClient(base_url=server.url, headers=headers) as api,
+    ):
+        answer = await api.post(
+            "/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO}, params={"wait": 10}
+        )
+        job_id = answer.json()["job_id"]
+        job = (await api.get(f"/api/v1/jobs/{job_id}")).json()
     [sent] = fleet.nodes[0].sent_of_type("job_result")
     assert job["state"] == "DONE"
     result = job["result"]

@@ -61,10 +61,13 @@ async def test_the_only_node_killed_mid_job_takes_the_retry_when_it_restarts_wit
 
 async def test_a_node_that_answered_with_an_error_is_not_given_the_retry(start_job_server, node_token, jobs_key) -> None:
     server = start_job_server(JOB_PENDING_TIMEOUT_S="1")
-    async with agent(server, node_token, processing_ms=0, failure_rate=1.0) as node:
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
-            job_id = await submit(api)
-            job = (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 10})).json()
+    headers = {"Authorization": f"Bearer {jobs_key}"}
+    async with (
+        agent(server, node_token, processing_ms=0, failure_rate=1.0) as node,
+        httpx.AsyncClient(base_url=server.url, headers=headers) as api,
+    ):
+        job_id = await submit(api)
+        job = (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 10})).json()
     assert job["state"] == "FAILED"
     assert outcomes(job) == [(1, node.node_id, "FAILED", "NODE_ERROR"), (2, "", "FAILED", "NO_AVAILABLE_NODE")]
     assert job["error"] == {
@@ -95,12 +98,15 @@ async def test_a_node_that_reconnects_in_the_same_process_refuses_the_retried_jo
     start_job_server, node_token, jobs_key
 ) -> None:
     server = start_job_server(JOB_PENDING_TIMEOUT_S="2")
-    async with agent(server, node_token, processing_ms=60_000, reconnect_initial_s=0.1) as node:
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
-            job_id = await submit(api)
-            await node.wait_for(lambda: len(node.job_assigns) == 1)
-            await services.disconnect_node(node.node_id, "tester")  # the same process reconnects
-            job = (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 15})).json()
+    headers = {"Authorization": f"Bearer {jobs_key}"}
+    async with (
+        agent(server, node_token, processing_ms=60_000, reconnect_initial_s=0.1) as node,
+        httpx.AsyncClient(base_url=server.url, headers=headers, timeout=20) as api,
+    ):
+        job_id = await submit(api)
+        await node.wait_for(lambda: len(node.job_assigns) == 1)
+        await services.disconnect_node(node.node_id, "tester")  # the same process reconnects
+        job = (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 15})).json()
     assert job["state"] == "FAILED", job
     assert outcomes(job) == [
         (1, node.node_id, "FAILED", "NODE_OFFLINE"),
