@@ -59,7 +59,7 @@ async def test_a_node_that_acks_holds_a_reserved_slot_until_its_ack_and_still_ti
 ) -> None:
     server = start_job_server(JOB_ACK_TIMEOUT_S="0.5", JOB_PENDING_TIMEOUT_S="0.3")
     wire, node_id = await ready_node(server, node_token, supports_job_ack=True)
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
         answer = await api.post("/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})
         await wire.expect("job_assign")
         assert (slots(server.url, "running"), slots(server.url, "reserved")) == (0, 1)

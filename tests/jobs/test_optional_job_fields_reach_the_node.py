@@ -36,7 +36,7 @@ async def test_every_optional_field_reaches_the_job_assign_unchanged_and_the_job
     async with ready_fleet(server.ws_url, node_token, 1, processing_ms=50) as fleet:
         [node] = fleet.nodes
         assert node.sent_of_type("node_register")[0]["node_id"] is None
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
             body = {"src_lang": "auto", "tgt_lang": "zh", "audio": AUDIO, **OPTIONAL_FIELDS}
             answer = await api.post("/api/v1/jobs", json=body, params={"wait": 10})
         job = answer.json()
@@ -48,7 +48,7 @@ async def test_every_optional_field_reaches_the_job_assign_unchanged_and_the_job
 
 async def test_fields_outside_the_protocol_are_not_sent_to_the_node(server, node_token, jobs_key) -> None:
     async with ready_fleet(server.ws_url, node_token, 1, processing_ms=0) as fleet:
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
             body = {"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO, "room_id": "r-1", "lang_a": "en"}
             answer = await api.post("/api/v1/jobs", json=body, params={"wait": 10})
         assert answer.json()["state"] == "DONE"

@@ -16,7 +16,7 @@ async def test_the_quality_fields_of_a_result_are_kept_with_it(server, node_toke
     headers = {"Authorization": f"Bearer {jobs_key}"}
     async with (
         ready_fleet(server.ws_url, node_token, 1, processing_ms=0) as fleet,
-        httpx.AsyncClient(base_url=server.url, headers=headers) as api,
+        httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as api,
     ):
         answer = await api.post(
             "/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO}, params={"wait": 10}

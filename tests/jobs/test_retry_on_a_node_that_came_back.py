@@ -46,7 +46,7 @@ async def test_the_only_node_killed_mid_job_takes_the_retry_when_it_restarts_wit
 ) -> None:
     server = start_job_server()  # the default pending timeout
     token = await issue_token("bound", node_id="node-0000BEEF")
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
         async with agent(server, token, processing_ms=60_000) as first:
             job_id = await submit(api)
             await first.wait_for(lambda: len(first.job_assigns) == 1)
@@ -64,7 +64,7 @@ async def test_a_node_that_answered_with_an_error_is_not_given_the_retry(start_j
     headers = {"Authorization": f"Bearer {jobs_key}"}
     async with (
         agent(server, node_token, processing_ms=0, failure_rate=1.0) as node,
-        httpx.AsyncClient(base_url=server.url, headers=headers) as api,
+        httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as api,
     ):
         job_id = await submit(api)
         job = (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 10})).json()
@@ -81,7 +81,7 @@ async def test_a_job_whose_node_never_came_back_fails_naming_the_node_going_offl
     start_job_server, node_token, jobs_key
 ) -> None:
     server = start_job_server(JOB_PENDING_TIMEOUT_S="1")
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
         async with agent(server, node_token, processing_ms=60_000) as node:
             job_id = await submit(api)
             await node.wait_for(lambda: len(node.job_assigns) == 1)
@@ -101,7 +101,7 @@ async def test_a_node_that_reconnects_in_the_same_process_refuses_the_retried_jo
     headers = {"Authorization": f"Bearer {jobs_key}"}
     async with (
         agent(server, node_token, processing_ms=60_000, reconnect_initial_s=0.1) as node,
-        httpx.AsyncClient(base_url=server.url, headers=headers, timeout=20) as api,
+        httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as api,
     ):
         job_id = await submit(api)
         await node.wait_for(lambda: len(node.job_assigns) == 1)

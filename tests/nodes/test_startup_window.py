@@ -51,7 +51,7 @@ async def test_a_node_whose_first_heartbeat_is_busy_is_ready_at_once_and_takes_a
         [heartbeat] = node.sent_of_type("node_heartbeat")
         assert heartbeat["resource_usage"]["cpu_percent"] == 100.0
         assert node.statuses[-1]["reason"] == "heartbeat_under_load"
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
             answer = await api.post(
                 "/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO}, params={"wait": 4}
             )
