@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.redis import get_redis
+from core.redis import get_redis
 from tests.api.conftest import KeyClient, metric
 from tests.jobs.support import AUDIO
 

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from access.models import ApiKey, Scope
-from scheduler import audit
+from core import audit
 from tests.admin.conftest import column
 from tests.jobs.support import AUDIO, capacity_in_use, ready_fleet, ready_node
 from tests.support.metrics import scrape_url

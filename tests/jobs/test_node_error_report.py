@@ -11,10 +11,10 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.urls import reverse
 
+from core import audit
 from jobs.models import JobAttempt
 from jobs.services import NODE_ERROR_DETAILS_MAX_BYTES, NODE_ERROR_MESSAGE_MAX
 from nodes.simulator import MNA_REASON, NMT_SERVICE_ID
-from scheduler import audit
 from tests.jobs.support import AUDIO, ready_fleet, ready_node, result_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
+from core import audit
 from nodes.consumers import CLOSE_REGISTRATION_REFUSED
 from nodes.models import NodeEvent
 from nodes.simulator import SimulatedNode, SimulatedNodeConfig
-from scheduler import audit
 from tests.factories import heartbeat_message, register_message
 from tests.support.metrics import scrape_url
 from tests.support.wire import Wire
