@@ -42,7 +42,8 @@ CLOSE_TRY_AGAIN_LATER = 4503
 CLOSE_BAD_MESSAGES = 4400
 # Registration refused (INVALID_CAPABILITY_SCHEMA, NO_GPU_AVAILABLE, NODE_ID_CONFLICT, a bad node id). The
 # real node ignores the `error` frame and never registers again on that socket; closing lets its reconnect
-# backoff apply instead of leaving it connected and useless. The close reason carries the error code.
+# backoff apply instead of leaving it connected and useless. The close reason repeats the code (uvicorn; daphne
+# sends none).
 CLOSE_REGISTRATION_REFUSED = 4422
 
 
