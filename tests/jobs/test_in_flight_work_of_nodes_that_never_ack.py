@@ -57,13 +57,14 @@ async def test_a_job_on_a_node_that_never_acks_shows_as_running_everywhere_while
 async def test_a_node_that_acks_holds_a_reserved_slot_until_its_ack_and_still_times_out_without_one(
     start_job_server, node_token, jobs_key
 ) -> None:
-    server = start_job_server(JOB_ACK_TIMEOUT_S="0.5", JOB_PENDING_TIMEOUT_S="0.3")
+    # An ack timeout long enough that the slot is still held when /metrics is read on a loaded machine.
+    server = start_job_server(JOB_ACK_TIMEOUT_S="4", JOB_PENDING_TIMEOUT_S="0.3")
     wire, node_id = await ready_node(server, node_token, supports_job_ack=True)
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}, timeout=30) as api:
         answer = await api.post("/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})
         await wire.expect("job_assign")
         assert (slots(server.url, "running"), slots(server.url, "reserved")) == (0, 1)
-        job = (await api.get(f"/api/v1/jobs/{answer.json()['job_id']}", params={"wait": 5})).json()
+        job = (await api.get(f"/api/v1/jobs/{answer.json()['job_id']}", params={"wait": 15})).json()
     assert (job["state"], job["attempts"][0]["reason"]) == ("FAILED", "ACK_TIMEOUT")
     assert job["error"]["message"].startswith(f"attempt 1 ({node_id}): ACK_TIMEOUT; ")
     assert await capacity_in_use(node_id) == 0
