@@ -759,6 +759,9 @@ async def get_job(job_id: str) -> dict[str, Any]:
         "tried_nodes": [n for n in job.get("tried", "").split(",") if n],
         "attempts": sorted((json.loads(a) for a in attempts), key=lambda a: a["attempt_id"]),
     }
+    for entry in view["attempts"]:
+        if job.get(f"node_error:{entry['attempt_id']}"):
+            entry["node_error"] = json.loads(job[f"node_error:{entry['attempt_id']}"])
     if job.get("result"):
         view["result"] = json.loads(job["result"])
     if partials:

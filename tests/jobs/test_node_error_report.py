@@ -68,3 +68,18 @@ async def test_a_huge_error_report_is_cut_to_its_bounds(start_job_server, node_t
     assert kept["details"] == {"truncated": True, "bytes": len(json.dumps(error["details"]))}
     assert len(json.dumps(kept)) < NODE_ERROR_MESSAGE_MAX + NODE_ERROR_DETAILS_MAX_BYTES
     await wire.close()
+
+
+async def test_the_details_come_back_exactly_as_the_node_sent_them(start_job_server, node_token, jobs_key) -> None:
+    server = start_job_server(JOB_PENDING_TIMEOUT_S="0.5")
+    wire, node_id = await ready_node(server, node_token)
+    headers = {"Authorization": f"Bearer {jobs_key}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=15) as api:
+        answer = await api.post("/api/v1/jobs", json={"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})
+        assign = await wire.expect("job_assign")
+        error = {"code": "SEM_REPAIR_FAILED", "message": "语义修复失败", "details": {"tried": [], "gpu": {"free_mb": 0}, "note": None}}
+        await wire.send(result_for(assign, node_id, success=False, error=error))
+        job = (await api.get(f"/api/v1/jobs/{answer.json()['job_id']}", params={"wait": 10})).json()
+    assert job["attempts"][0]["node_error"] == error
+    assert "node_error" not in job["attempts"][1]
+    await wire.close()
