@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
-from jobs import waiters
+from jobs import reconcile, waiters
 from jobs.models import FailureReason, JobState
 from nodes import connections
 from pools import services as pools
@@ -152,7 +153,7 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.zadd(k.job_deadlines, {job_id: created_at + pending_ms})
         pipe.zcard(k.jobs_pending)
-        audit.add(pipe, "jobs", **_job_audit_data(job_id, job))
+        audit.add(pipe, "jobs", **job_audit_data(job_id, job))
         _, waiting, _ = await pipe.execute()
     if waiting:
         # Older jobs are waiting for capacity: queue behind them (first come, first served) and let the
@@ -399,9 +400,11 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
 
 
 async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[str, Any] | None = None) -> None:
-    """After the transition to terminal `state`: clean-up, counters, the notice to long-polling clients and
-    the audit entries (`attempt_entry` first, when the ending attempt's own entry is still to be written),
-    in one round trip, then the job's entry from the hash it returned."""
+    """After the transition to terminal `state`: clean-up, counters and the notice to long-polling clients in
+    one round trip, then the audit entries (`attempt_entry`, when the ending attempt's own entry is still to
+    be written, and the job's from the hash the first round trip returned) in one MULTI, so the mirror gets
+    both or neither. A process that dies between the transition and the entries leaves the hash terminal
+    and the mirror live: the reconciler (jobs/reconcile.py) appends the same entries from the hash."""
     k = keys()
     client = get_redis()
     async with client.pipeline(transaction=False) as pipe:
@@ -412,8 +415,6 @@ async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[
         pipe.expire(k.job_attempts(job_id), settings.JOB_RETENTION_S)
         stats.record_end(pipe, job_id, state, reason, succeeded=state == JobState.DONE)
         pipe.publish(k.jobs_ended_channel, job_id)
-        if attempt_entry is not None:
-            audit.add(pipe, "jobs", **attempt_entry)
         pipe.zcard(k.jobs_pending)
         pipe.hgetall(k.job(job_id))
         *_, waiting, job = await pipe.execute()
@@ -421,8 +422,12 @@ async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[
     context = {"event": "job_ended", "job_id": job_id, "attempt_id": job.get("attempt_id"), "node_id": job.get("node_id"),
                "trace_id": job.get("trace_id")}  # fmt: skip
     log.info("job ended %s", state, extra={**context, "reason": reason or None})
-    if job:
-        await audit.record("jobs", **_job_audit_data(job_id, job))
+    entries = ([attempt_entry] if attempt_entry is not None else []) + ([job_audit_data(job_id, job)] if job else [])
+    if entries:
+        async with client.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                audit.add(pipe, "jobs", **entry)
+            await pipe.execute()
     if waiting:
         # A slot may have freed: give waiting jobs their chance in arrival order.
         connections.spawn(pump_pending())
@@ -664,7 +669,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
         pipe.hvals(k.job_attempts(job_id))
         job, partials, attempts = await pipe.execute()
     if not job:
-        raise JobNotFound(job_id)
+        return await _from_mirror(job_id)
     view: dict[str, Any] = {
         "job_id": job_id,
         "state": job["state"],
@@ -686,6 +691,15 @@ async def get_job(job_id: str) -> dict[str, Any]:
     if job.get("error") and job["state"] == JobState.FAILED:
         view["error"] = json.loads(job["error"])
     return view
+
+
+async def _from_mirror(job_id: str) -> dict[str, Any]:
+    """A job Redis does not know: ended past the retention, or lost with Redis's data (then settled FAILED
+    STATE_LOST, jobs/reconcile.py). Unknown to the database as well: JobNotFound."""
+    try:
+        return await database_sync_to_async(reconcile.ended_view)(job_id)
+    except reconcile.NotInMirror:
+        raise JobNotFound(job_id) from None
 
 
 async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:
@@ -714,10 +728,10 @@ async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:
 async def _audit_job(job_id: str) -> None:
     job = await get_redis().hgetall(keys().job(job_id))
     if job:
-        await audit.record("jobs", **_job_audit_data(job_id, job))
+        await audit.record("jobs", **job_audit_data(job_id, job))
 
 
-def _job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
+def job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
     """The audit entry of a job from its live hash."""
     request = json.loads(job.get("request") or "{}")
     return dict(

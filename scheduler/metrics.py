@@ -74,6 +74,11 @@ DISPATCH_SECONDS = Histogram(
 TIMEOUTS = Counter("scheduler_job_timeouts_total", "Ack and job timeouts fired.", ["kind"])
 RETRIES = Counter("scheduler_job_retries_total", "Attempts retried on another node, by the reason the last ended.", ["reason"])
 JOBS_ENDED = Counter("scheduler_jobs_total", "Jobs by terminal state and reason.", ["state", "reason"])
+JOBS_RECONCILED = Counter(
+    "scheduler_jobs_reconciled_total",
+    "Mirror rows the reconciler settled: an end recorded again (repaired) or a job Redis forgot (lost).",
+    ["outcome"],
+)
 STALE_NODE_MESSAGES = Counter(
     "scheduler_stale_node_messages_total", "Job messages for older attempts or jobs the node does not hold.", ["type"]
 )
