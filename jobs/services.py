@@ -82,6 +82,13 @@ def _member(job_id: str, attempt: int | str) -> str:
     return f"{job_id}#{attempt}"
 
 
+def _orphan_check_ms() -> int:
+    """When the sweeper first looks at a job entering SELECTING: as its placer's claim runs out, so a job whose
+    placer died is taken over then (`_take_over_orphan`), not failed at its pending deadline; the sweep moves
+    the entry on to that deadline afterwards."""
+    return min(CLAIM_TTL_MS, int(settings.JOB_PENDING_TIMEOUT_S * 1000))
+
+
 def _node_slot_keys(node_id: str) -> list[str]:
     k = keys()
     return [k.node_reservations(node_id), k.node_running(node_id)]
@@ -151,7 +158,7 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
         "deadline": str(created_at + pending_ms), "deadline_kind": "pending",
     }  # fmt: skip
     async with get_redis().pipeline(transaction=False) as pipe:
-        pipe.zadd(k.job_deadlines, {job_id: created_at + pending_ms})
+        pipe.zadd(k.job_deadlines, {job_id: created_at + _orphan_check_ms()})
         pipe.zcard(k.jobs_pending)
         audit.add(pipe, "jobs", **job_audit_data(job_id, job))
         _, waiting, _ = await pipe.execute()
@@ -391,7 +398,7 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
     if result[0] == "RETRY":
         metrics.RETRIES.labels(reason=reason).inc()
         new_attempt = int(result[1])
-        await get_redis().zadd(k.job_deadlines, {job_id: _now_ms() + int(settings.JOB_PENDING_TIMEOUT_S * 1000)})
+        await get_redis().zadd(k.job_deadlines, {job_id: _now_ms() + _orphan_check_ms()})
         await _audit_job(job_id)
         await select_and_dispatch(job_id, new_attempt)
         return "retry"
@@ -604,11 +611,15 @@ async def sweep_deadlines(limit: int = 500) -> int:
     due = await client.zrangebyscore(k.job_deadlines, "-inf", now, start=0, num=limit, withscores=True)
     fired = 0
     for job_id, score in due:
-        job = await client.hmget(k.job(job_id), ["state", "attempt_id", "node_id", "deadline", "deadline_kind", "waiting_reason"])
-        state, attempt, node_id, deadline, kind, waiting = job
+        job = await client.hmget(
+            k.job(job_id), ["state", "attempt_id", "node_id", "deadline", "deadline_kind", "waiting_reason", "claim", "claim_until"]
+        )
+        state, attempt, node_id, deadline, kind, waiting, claim, claim_until = job
         if state is None or state in TERMINAL or not deadline:
             await scripts.run("deadline_settle", [k.job_deadlines], [job_id, score, ""])
             continue
+        if state == JobState.SELECTING and int(deadline) > now:
+            await _take_over_orphan(job_id, attempt, claim or "", int(claim_until or 0), now)
         if int(deadline) > now:
             await scripts.run("deadline_settle", [k.job_deadlines], [job_id, score, int(deadline)])
             continue
@@ -630,6 +641,20 @@ async def sweep_deadlines(limit: int = 500) -> int:
             # The instance that reserved died before dispatching.
             await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "dispatch did not complete", node_id)
     return fired
+
+
+async def _take_over_orphan(job_id: str, attempt: str, claim: str, claim_until: int, now: int) -> None:
+    """A SELECTING job that nobody places: no live claim of its current attempt, and not in the pending queue
+    (where the pump would find it). Its placer died between creating it (or ending its previous attempt)
+    and placing it. Queued in arrival order, the pump places it on this same beat."""
+    if claim.startswith(f"{attempt}|") and claim_until > now:
+        return  # its placer is at work
+    k = keys()
+    created_at = await get_redis().hget(k.job(job_id), "created_at")
+    if created_at is None or not await get_redis().zadd(k.jobs_pending, {job_id: int(created_at)}, nx=True):
+        return  # gone meanwhile, or already waiting for capacity
+    metrics.JOB_CLAIMS.labels(result="taken_over").inc()
+    log.warning("orphaned job taken over", extra={"event": "job_taken_over", "job_id": job_id, "attempt_id": attempt})
 
 
 async def pump_pending(limit: int = 100) -> int:

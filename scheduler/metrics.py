@@ -92,7 +92,8 @@ POOL_DEMAND = Counter(
 )
 JOB_CLAIMS = Counter(
     "scheduler_job_claims_total",
-    "Attempts to take a job's placement claim: claimed, or busy (another process is placing it).",
+    "Placement claims: claimed, busy (another process is placing it), or taken_over (its placer died: the "
+    "sweeper queued the job for the pump).",
     ["result"],
 )
 LOCK_ACQUISITIONS = Counter(
@@ -234,7 +235,7 @@ def initialize_label_sets() -> None:
         REDIS_ERRORS.labels(operation=operation)
     for result in ("created", "duplicate"):
         JOBS_SUBMITTED.labels(result=result)
-    for result in ("claimed", "busy"):
+    for result in ("claimed", "busy", "taken_over"):
         JOB_CLAIMS.labels(result=result)
     for lock in ("jobs.sweep_deadlines", "nodes.sweep_deadlines", "scheduler.write_audit"):
         for result in ("acquired", "busy"):
