@@ -30,9 +30,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from core import audit, metrics
+from core.redis import get_sync_redis, keys
 from jobs.models import FailureReason, Job, JobAttempt, JobState
-from scheduler import audit, metrics
-from scheduler.redis import get_sync_redis, keys
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core import audit, scripts
+from core.redis import get_sync_redis, keys, run_sync
 from jobs import services
 from jobs.audit import apply_entries
 from jobs.models import Job, JobAttempt
 from jobs.reconcile import reconcile_jobs
-from scheduler import audit, scripts
-from scheduler.redis import get_sync_redis, keys, run_sync
 from tests.jobs.entries import attempt_entry, job_entry
 from tests.jobs.support import AUDIO
 

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from channels.db import database_sync_to_async
 
+from core import audit
+from core.redis import get_redis, keys
 from jobs.models import Job
-from scheduler import audit
-from scheduler.redis import get_redis, keys
 from tests.jobs.support import AUDIO, ready_node, result_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,9 +9,9 @@ import asyncio
 import httpx
 import pytest
 
+from core import metrics
+from core.redis import get_redis, keys
 from jobs import services
-from scheduler import metrics
-from scheduler.redis import get_redis, keys
 from tests.jobs.support import AUDIO, capacity_in_use, ready_node, result_for
 from tests.support.metrics import parse
 
