@@ -229,7 +229,7 @@ def initialize_label_sets() -> None:
         RETRIES.labels(reason=reason)
     JOBS_ENDED.labels(state=JobState.CANCELLED, reason=FailureReason.CANCELLED)
     RESERVATIONS.labels(result="ok", reason="ok")
-    for refusal in ("not_ready", "draining", "languages", "service", "unavailable", "full", "gone"):
+    for refusal in ("not_ready", "draining", "stalled", "languages", "service", "unavailable", "full", "gone"):
         RESERVATIONS.labels(result="refused", reason=refusal)
     for operation in (*scripts.names(), "audit_record", "api", "channel_receive"):
         REDIS_ERRORS.labels(operation=operation)

@@ -389,6 +389,8 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
     if holder:
         await _free_slot(holder, job_id, attempt)
         if reason in (FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT):
+            # Marked before the node hears of it: nothing it does after the cancel can race the mark.
+            await _mark_stalled(holder, job_id, reason)
             await _send_cancel(job_id, holder, reason.lower())
     seq = int(result[2] if result[0] == "RETRY" else result[1])
     await _audit_attempt(job_id, attempt, holder, JobState.FAILED, seq, reason=reason, ended_at=int(result[-2]))
@@ -404,6 +406,14 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
         return "retry"
     await _ended(job_id, JobState.FAILED, reason)
     return "failed"
+
+
+async def _mark_stalled(node_id: str, job_id: str, reason: str) -> None:
+    """No new jobs for a node whose attempt timed out until it shows life (node_stalled.lua): a hung node
+    would otherwise be sent job after job, each waiting out its own timeout."""
+    if await scripts.run("node_stalled", [keys().node_meta(node_id)], []):
+        log.warning("node stalled: no new jobs until it shows life", extra={
+            "event": "node_stalled", "node_id": node_id, "job_id": job_id, "reason": reason})  # fmt: skip
 
 
 async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[str, Any] | None = None) -> None:

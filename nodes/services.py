@@ -596,6 +596,8 @@ def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int, running
         "transport": meta.get("transport", ""),
         "resource_usage": json.loads(meta["resource_usage"]) if meta.get("resource_usage") else None,
         "drained_by": meta.get("drained_by", "") if meta.get("drained") == "1" else "",
+        # An attempt on it timed out and it has not heartbeated since: it takes no new job (node_stalled.lua).
+        "stalled": meta.get("stalled") == "1",
         "version": meta.get("version", ""),
         "token_id": meta.get("token_id", ""),
         "channel": meta.get("channel", ""),

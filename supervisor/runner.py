@@ -31,7 +31,7 @@ from supervisor.embedded_redis import (
     child_preexec,
     find_redis_server,
 )
-from supervisor.webserver import DEFAULT_SERVER, SERVERS, server_command
+from supervisor.webserver import DEFAULT_SERVER, PING_INTERVAL_S, PING_TIMEOUT_S, SERVERS, server_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -72,6 +72,8 @@ class Config:
     redis_url: str
     web_server: str = DEFAULT_SERVER
     web_processes: int = 1
+    ping_interval_s: int = PING_INTERVAL_S
+    ping_timeout_s: int = PING_TIMEOUT_S
     instance_id: str = ""
 
     @classmethod
@@ -84,6 +86,8 @@ class Config:
             redis_url=raw("REDIS_URL", environ) or "",
             web_server=envchoice("WEB_SERVER", DEFAULT_SERVER, SERVERS, environ=environ),
             web_processes=envint("WEB_PROCESSES", 1, minimum=1, environ=environ),
+            ping_interval_s=envint("WS_PING_INTERVAL_S", PING_INTERVAL_S, minimum=1, environ=environ),
+            ping_timeout_s=envint("WS_PING_TIMEOUT_S", PING_TIMEOUT_S, minimum=1, environ=environ),
             instance_id=raw("INSTANCE_ID", environ) or "",
         ).checked()
 
@@ -187,7 +191,8 @@ def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
 
 def web_command(config: Config) -> list[str]:
     return server_command(
-        config.web_server, config.web_host, config.web_port, config.max_message_bytes, processes=config.web_processes
+        config.web_server, config.web_host, config.web_port, config.max_message_bytes, processes=config.web_processes,
+        ping_interval_s=config.ping_interval_s, ping_timeout_s=config.ping_timeout_s,
     )
 
 
