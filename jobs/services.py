@@ -607,6 +607,31 @@ async def node_went_offline(node_id: str) -> None:
         await fail_attempt(job_id, attempt, FailureReason.NODE_OFFLINE, "the node went offline", node_id)
 
 
+async def node_reconnected(node_id: str) -> int:
+    """The node registered on a new connection while it held attempts: its old socket is gone (superseded, or
+    lost with the web process that served it, which then never reported the close). It may still send their
+    results over the new socket; what has not come within NODE_RECONNECT_GRACE_S ends NODE_OFFLINE and goes
+    to another node, instead of waiting out the job timeout. Returns how many attempts got the grace."""
+    k = keys()
+    client = get_redis()
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zrange(k.node_reservations(node_id), 0, -1)
+        pipe.zrange(k.node_running(node_id), 0, -1)
+        reserved, running = await pipe.execute()
+    grace_ms = int(settings.NODE_RECONNECT_GRACE_S * 1000)
+    shortened = 0
+    for member in set(reserved) | set(running):
+        job_id, _, attempt = member.rpartition("#")
+        deadline = await scripts.run("job_deadline_shorten", [k.job(job_id)], [attempt, node_id, grace_ms, "reconnect"])
+        if deadline:
+            await client.zadd(k.job_deadlines, {job_id: int(deadline)})
+            shortened += 1
+    if shortened:
+        log.info("attempts of a reconnected node given a grace", extra={
+            "event": "node_reconnected", "node_id": node_id, "reason": f"{shortened} attempt(s)"})  # fmt: skip
+    return shortened
+
+
 # --- deadlines and the pending queue -----------------------------------------------------------------------------
 
 
@@ -646,6 +671,9 @@ async def sweep_deadlines(limit: int = 500) -> int:
         if kind == "job" and state in (JobState.DISPATCHED, JobState.ACKED):
             metrics.TIMEOUTS.labels(kind="job").inc()
             await fail_attempt(job_id, attempt, FailureReason.JOB_TIMEOUT, "no result in time", node_id)
+            continue
+        if kind == "reconnect" and state in (JobState.DISPATCHED, JobState.ACKED):
+            await fail_attempt(job_id, attempt, FailureReason.NODE_OFFLINE, "no result after the node reconnected", node_id)
             continue
         if state == JobState.RESERVED:
             # The instance that reserved died before dispatching.

@@ -281,6 +281,8 @@ async def register_node(message: NodeRegister, conn: Connection) -> Registration
     superseded = bool(old_conn) and old_conn != conn.conn_id
     if superseded and old_channel:
         await connections.close_connection(old_channel, CLOSE_SUPERSEDED, old_conn)
+    if superseded:
+        await jobs.node_reconnected(node_id)
 
     metrics.NODE_REGISTRATIONS.labels(result="ok").inc()
     log.info(

@@ -44,6 +44,7 @@ SCRIPT_KEYS = {
     "job_create": lambda k: [k.job("job-1"), k.job_audio("job-1")],
     "job_step": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
     "job_claim": lambda k: [k.job("job-1")],
+    "job_deadline_shorten": lambda k: [k.job("job-1")],
     "job_fail_attempt": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
 }
 
