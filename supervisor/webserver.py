@@ -19,8 +19,8 @@ APPLICATION = "scheduler.asgi:application"
 # library answers pings by itself; an answering node never sees these. daphne takes whole seconds.
 PING_INTERVAL_S = 5
 PING_TIMEOUT_S = 10
-# uvicorn waits for open connections and their tasks on SIGTERM without a bound by default; past this it
-# cancels them and exits, inside the supervisor's own stop timeout.
+# On SIGTERM uvicorn waits for open connections and their tasks without a bound by default, daphne for 10 s
+# (the supervisor's whole stop timeout): past this both cancel what is left and exit.
 GRACEFUL_SHUTDOWN_S = 5
 
 
@@ -36,7 +36,8 @@ def server_command(server: str, host: str, port: int, max_message_bytes: int | N
         raise ValueError("several web processes on one port need uvicorn")
     if server == "daphne":
         limits = ["--websocket-max-message-size", *size, "--websocket-max-frame-size", *size] if size else []
-        ping = ["--ping-interval", str(ping_interval_s), "--ping-timeout", str(ping_timeout_s)]
+        ping = ["--ping-interval", str(ping_interval_s), "--ping-timeout", str(ping_timeout_s),
+                "--application-close-timeout", str(GRACEFUL_SHUTDOWN_S)]
         return [sys.executable, "-m", "supervisor.serve", "-b", host, "-p", str(port), *limits, *ping, *extra_args, app]
     if server == "uvicorn":
         # Lifespan starts the background loop before the first request; no access log of uvicorn's own. No
