@@ -278,7 +278,11 @@ async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: i
     node_id, pool = chosen
     step = await _step(job_id, attempt, [JobState.SELECTING], JobState.RESERVED, {"node_id": node_id, "pool": pool})
     if step[0] != "OK":
-        await _free_slot(node_id, job_id, attempt)  # cancelled meanwhile
+        # Cancelled meanwhile, or placed by another process: this selector was paused past its claim and a
+        # sweeper handed the job on. The reservation above then found that placement's own slot (same member)
+        # when both chose the same node; it is not this selector's to free.
+        if not (step[0] == "STALE" and step[1] in LIVE and step[2] == str(attempt) and step[3] == node_id):
+            await _free_slot(node_id, job_id, attempt)
         return "stale"
     async with client.pipeline(transaction=False) as pipe:
         pipe.zrem(k.jobs_pending, job_id)
