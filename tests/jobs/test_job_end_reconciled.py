@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from core import audit, scripts
@@ -20,6 +21,12 @@ from tests.jobs.entries import attempt_entry, job_entry
 from tests.jobs.support import AUDIO
 
 REQUEST = {"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO, "audio_format": "opus", "sample_rate": 16000}
+
+
+def mirror(entries: list[dict]) -> None:
+    """Rows as the audit writer leaves them (it applies entries inside its transaction)."""
+    with transaction.atomic():
+        apply_entries(entries)
 
 
 def submit_and_record() -> str:
@@ -74,7 +81,7 @@ def test_a_second_run_finds_nothing_left_to_settle() -> None:
 def test_a_job_redis_forgot_is_failed_with_state_lost_and_so_are_its_live_attempts() -> None:
     old = int((timezone.now() - timedelta(minutes=5)).timestamp() * 1000)
 
-    apply_entries(
+    mirror(
         [
             job_entry("job-lost", 4, "DISPATCHED", node_id="node-2", attempt_id=2, created_at=old),
             attempt_entry("job-lost", 1, 3, "FAILED", node_id="node-1", reason="JOB_TIMEOUT", ended_at=old + 30_000),
@@ -97,7 +104,7 @@ def test_a_job_redis_forgot_is_failed_with_state_lost_and_so_are_its_live_attemp
 def test_a_job_live_in_redis_and_a_row_younger_than_the_grace_are_left_alone() -> None:
     live = submit_and_record()
 
-    apply_entries([job_entry("job-young", 1, "SELECTING", created_at=int(timezone.now().timestamp() * 1000))])
+    mirror([job_entry("job-young", 1, "SELECTING", created_at=int(timezone.now().timestamp() * 1000))])
 
     outcome = reconcile_jobs(grace_s=30)
     assert (outcome.checked, outcome.repaired, outcome.lost) == (0, 0, 0)
