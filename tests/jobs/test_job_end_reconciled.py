@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 
@@ -114,3 +116,16 @@ def test_a_job_live_in_redis_and_a_row_younger_than_the_grace_are_left_alone() -
     assert (outcome.checked, outcome.repaired, outcome.lost) == (2, 0, 1)
     assert Job.objects.get(job_id=live).state == "SELECTING"
     assert Job.objects.get(job_id="job-young").reason == "STATE_LOST"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_settles_at_once_and_says_what_it_did() -> None:
+    mirror([job_entry("job-gone", 2, "DISPATCHED", node_id="node-1", created_at=int(timezone.now().timestamp() * 1000))])
+    out = StringIO()
+
+    call_command("reconcile_jobs", "--grace-s", "0", "--write", stdout=out)
+
+    assert "checked 1 live rows: 0 ends recorded again, 1 settled FAILED STATE_LOST" in out.getvalue()
+    assert Job.objects.get(job_id="job-gone").reason == "STATE_LOST"
+    with pytest.raises(CommandError, match="--grace-s must be 0 or more"):
+        call_command("reconcile_jobs", "--grace-s", "-1")
