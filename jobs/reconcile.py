@@ -92,13 +92,15 @@ def _ended_entries(job_id: str, live: dict[str, str], attempts: list[str]) -> li
     entries = []
     for raw in attempts:
         attempt = json.loads(raw)
-        entries.append(
-            {
-                "type": "attempt", "job_id": job_id, "attempt_id": int(attempt["attempt_id"]), "seq": seq,
-                "node_id": attempt.get("node_id") or "", "state": attempt["state"], "reason": attempt.get("reason") or "",
-                "started_at": attempt.get("started_at"), "ended_at": attempt.get("ended_at"),
-            }  # fmt: skip
-        )
+        entry = {
+            "type": "attempt", "job_id": job_id, "attempt_id": int(attempt["attempt_id"]), "seq": seq,
+            "node_id": attempt.get("node_id") or "", "state": attempt["state"], "reason": attempt.get("reason") or "",
+            "started_at": attempt.get("started_at"), "ended_at": attempt.get("ended_at"),
+        }  # fmt: skip
+        # The node's own error report sits beside the attempt list, byte for byte (job_fail_attempt.lua).
+        if live.get(f"node_error:{entry['attempt_id']}"):
+            entry["node_error"] = json.loads(live[f"node_error:{entry['attempt_id']}"])
+        entries.append(entry)
     entries.append(job_audit_data(job_id, live))
     return entries
 
