@@ -85,10 +85,7 @@ class ApiAuth(HttpBearer):
     def __call__(self, request: HttpRequest) -> Any:
         header = request.headers.get("Authorization")
         if header:
-            scheme, _, credential = header.partition(" ")
-            if scheme.lower() != "bearer" or not credential.strip():
-                _refuse(Unauthorized("the Authorization header must be 'Bearer <api key>'", "malformed"))
-            return self.authenticate(request, credential.strip())
+            return key_for_header(header, self.scope)
         if settings.SESSION_COOKIE_NAME in request.COOKIES:
             if not getattr(request, "_ninja_csrf_exempt", False):
                 # Read the body first: the CSRF check parses a form body from the stream, after which Ninja
@@ -102,25 +99,7 @@ class ApiAuth(HttpBearer):
         _refuse(Unauthorized("send 'Authorization: Bearer <api key>'", "missing"))
 
     async def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
-        key = _recently_verified(token)
-        reason = ""
-        if key is None:
-            key, reason = await database_sync_to_async(check_key)(token)
-            if key is not None:
-                _remember(token, key)
-        key_id = _public_id(token)
-        if key is None:
-            _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
-        if not key.allows(self.scope):
-            _refuse(
-                Forbidden(
-                    f"this API key lacks the {self.scope.value} scope",
-                    "scope",
-                    key_id,
-                    {"required_scope": self.scope.value},
-                )
-            )
-        return key
+        return await key_for(token, self.scope)
 
     async def _staff(self, request: HttpRequest) -> AbstractBaseUser:
         user = await request.auser()
@@ -129,6 +108,30 @@ class ApiAuth(HttpBearer):
         if not getattr(user, "is_staff", False):
             _refuse(Forbidden("only staff users may use the API with a session", "not_staff"))
         return user
+
+
+async def key_for_header(header: str, scope: Scope) -> ApiKey:
+    """The API key an `Authorization` header presents, if it holds `scope`; else AuthRefused (counted)."""
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        _refuse(Unauthorized("the Authorization header must be 'Bearer <api key>'", "malformed"))
+    return await key_for(credential.strip(), scope)
+
+
+async def key_for(token: str, scope: Scope) -> ApiKey:
+    """The active API key `token` names, if it holds `scope`; else AuthRefused (counted)."""
+    key = _recently_verified(token)
+    reason = ""
+    if key is None:
+        key, reason = await database_sync_to_async(check_key)(token)
+        if key is not None:
+            _remember(token, key)
+    key_id = _public_id(token)
+    if key is None:
+        _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
+    if not key.allows(scope):
+        _refuse(Forbidden(f"this API key lacks the {scope.value} scope", "scope", key_id, {"required_scope": scope.value}))
+    return key
 
 
 # Keys verified in the last few seconds, by a hash of the presented credential: every request needs its key

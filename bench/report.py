@@ -143,5 +143,12 @@ def _profile(profile: dict[str, Any]) -> list[str]:
     lines += [f"  {pct:5.1f}%  {name}" for name, pct in digest["inclusive_pct"][:15]]
     lines.append("  top self:")
     lines += [f"  {pct:5.1f}%  {name}" for name, pct in digest["self_pct"][:10]]
+    if layers := digest.get("layer_self_pct"):
+        web = next((row for row in profile["scheduler"]["processes"] if row["name"].startswith("web-1")), None)
+        per_job = web["cpu_ms_per_job"] if web else None
+        lines.append("  by layer (share of samples; x the profiled process's CPU per job):")
+        for name, pct in layers:
+            cost = f"  ~{pct / 100 * per_job:.3f} ms/job" if per_job else ""
+            lines.append(f"  {pct:5.1f}%  {name}{cost}")
     lines.append("")
     return lines

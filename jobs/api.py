@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 from ninja.responses import Status
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from access.auth import actor_of, require
 from access.models import Scope
@@ -22,7 +22,7 @@ router = Router(tags=["jobs"])
 MAX_WAIT_S = 30.0
 
 
-class PipelineIn(Schema):
+class PipelineIn(BaseModel):
     use_asr: bool = True
     use_nmt: bool = True
     use_tts: bool = True
@@ -30,7 +30,10 @@ class PipelineIn(Schema):
     use_tone: bool = False
 
 
-class JobIn(Schema):
+class JobIn(BaseModel):
+    # A plain pydantic model, not a Ninja Schema: Schema's validator rebuilds the input from the declared
+    # fields only and dropped the optional job fields (`dialect`, `lang_a`, `turn_id`...) that the node must
+    # receive in `job_assign` (PROTOCOL.md).
     model_config = ConfigDict(extra="allow")
 
     src_lang: str = Field(description="ISO 639-1 code, or `auto`")
@@ -73,13 +76,25 @@ def _check_languages(payload: JobIn) -> None:
 async def submit(request: HttpRequest, payload: JobIn, wait: str | None = None) -> Status:
     """202 with the new job; with `wait`, 200 and the full job once it ended within that many seconds.
     The same `Idempotency-Key` with the same body gives the same job; with another body, 409."""
+    status, answer = await submit_answer(payload, wait, request.headers.get("Idempotency-Key", ""), actor_of(request))
+    return Status(status, answer)
+
+
+@router.get("/{job_id}", auth=require(Scope.JOBS_READ), summary="One job (long-poll with `wait`)", response=dict)
+async def get_job(request: HttpRequest, job_id: str, wait: str | None = None) -> dict[str, Any]:
+    return await job_answer(job_id, wait)
+
+
+# The two views' bodies, shared with the lean route of the same endpoints (jobs/lean_api.py), so both answer
+# alike: they take what the views parsed and return the answer, or raise ApiError or a service's exception.
+
+
+async def submit_answer(payload: JobIn, wait: str | None, idempotency_key: str, actor: str) -> tuple[int, dict[str, Any]]:
     wait_s = _wait(wait)
     _check_languages(payload)
     body: dict[str, Any] = payload.model_dump(exclude_none=True)
     try:
-        submitted = await services.submit_job(
-            body, idempotency_key=request.headers.get("Idempotency-Key", "")[:200], client_id=actor_of(request)
-        )
+        submitted = await services.submit_job(body, idempotency_key=idempotency_key[:200], client_id=actor)
     except services.InvalidJob as exc:
         raise ApiError(exc.status, exc.code, exc.message, {"field": exc.field}) from None
     except services.JobConflict:
@@ -87,15 +102,13 @@ async def submit(request: HttpRequest, payload: JobIn, wait: str | None = None) 
     if wait_s:
         job = await services.wait_for_job(submitted.job_id, wait_s)
         if job["state"] in services.TERMINAL:
-            return Status(200, job)
+            return 200, job
     else:
         job = await services.get_job(submitted.job_id)
-    short = {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
-    return Status(202, short)
+    return 202, {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
 
 
-@router.get("/{job_id}", auth=require(Scope.JOBS_READ), summary="One job (long-poll with `wait`)", response=dict)
-async def get_job(request: HttpRequest, job_id: str, wait: str | None = None) -> dict[str, Any]:
+async def job_answer(job_id: str, wait: str | None) -> dict[str, Any]:
     wait_s = _wait(wait)
     try:
         if wait_s:

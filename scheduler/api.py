@@ -86,7 +86,6 @@ api.add_router("/nodes", nodes_router)
 api.add_router("/node-link", node_link_router)
 api.add_router("/pools", pools_router)
 api.add_router("/jobs", jobs_router)
-# Later: api.add_router("/jobs", jobs_router).
 
 
 def error_answer(
@@ -101,19 +100,8 @@ def error_answer(
     exc_info: BaseException | None = None,
 ) -> JsonResponse:
     """The one way an error leaves the API: logged once, counted, and 503s told when to come back."""
-    metrics.API_ERRORS.labels(code=code).inc()
-    log.log(
-        logging.ERROR if status >= 500 else logging.INFO,
-        "API answered %s to %s %s",
-        status,
-        request.method,
-        request.path,
-        exc_info=exc_info,
-        extra={"event": "api_error", "code": code, "reason": message[:200], "token_id": token_id},
-    )
-    if body is None:
-        body = {"error": {"code": code, "message": message, "details": details or {}}}
-    response = JsonResponse(body, status=status)
+    note_error(request.method or "", request.path, status, code, message, token_id=token_id, exc_info=exc_info)
+    response = JsonResponse(body if body is not None else error_body(code, message, details), status=status)
     if status == 503:
         response["Retry-After"] = str(RETRY_AFTER_S)
     # Django's request logger would log every 4xx/5xx a second time; this is its own "already logged" flag.
@@ -121,18 +109,43 @@ def error_answer(
     return response
 
 
-@api.exception_handler(ValidationError)
-def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def note_error(
+    method: str, path: str, status: int, code: str, message: str, *, token_id: str = "", exc_info: BaseException | None = None
+) -> None:
+    """Count and log one error answer (shared with the lean job routes, which answer without Django)."""
+    metrics.API_ERRORS.labels(code=code).inc()
+    log.log(
+        logging.ERROR if status >= 500 else logging.INFO,
+        "API answered %s to %s %s",
+        status,
+        method,
+        path,
+        exc_info=exc_info,
+        extra={"event": "api_error", "code": code, "reason": message[:200], "token_id": token_id},
+    )
+
+
+def validation_details(errors: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The message and details of a 400 VALIDATION_ERROR from pydantic's errors, located as Ninja locates
+    them (`("body", "payload", field...)`, `("query", name)`)."""
     fields = []
-    for error in exc.errors[:20]:
+    for error in errors[:20]:
         source, *path = [str(part) for part in error.get("loc", ())] or ["body"]
         if source == "body" and path[:1] == [BODY_PARAM]:
             path = path[1:]
-        fields.append(
-            {"field": ".".join(path) or source, "in": source, "problem": error.get("msg", "invalid")}
-        )
+        fields.append({"field": ".".join(path) or source, "in": source, "problem": error.get("msg", "invalid")})
     names = ", ".join(sorted({f["field"] for f in fields}))
-    return error_answer(request, 400, "VALIDATION_ERROR", f"invalid request: {names}", {"fields": fields})
+    return f"invalid request: {names}", {"fields": fields}
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    message, details = validation_details(exc.errors)
+    return error_answer(request, 400, "VALIDATION_ERROR", message, details)
 
 
 @api.exception_handler(AuthRefused)
@@ -147,13 +160,12 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return error_answer(
-        request,
-        413,
-        "TOO_LARGE",
-        f"the body may hold at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
-        {"limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
-    )
+    return error_answer(request, 413, "TOO_LARGE", *too_large_message())
+
+
+def too_large_message() -> tuple[str, dict[str, Any]]:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return f"the body may hold at most {limit} bytes", {"limit": limit}
 
 
 @api.exception_handler(ApiError)
@@ -166,25 +178,25 @@ def node_link_error(request: HttpRequest, exc: NodeLinkError) -> HttpResponse:
     return error_answer(request, exc.status, exc.code, exc.message, body=exc.frame())
 
 
+DEPENDENCY_DOWN_MESSAGE = "the scheduler's state store (Redis) is unavailable; retry later"
+
+
 def dependency_down(request: HttpRequest, exc: Exception) -> HttpResponse:
     metrics.REDIS_ERRORS.labels(operation="api").inc()
-    return error_answer(
-        request,
-        503,
-        "DEPENDENCY_DOWN",
-        "the scheduler's state store (Redis) is unavailable; retry later",
-        {"dependency": "redis"},
-    )
+    return error_answer(request, 503, "DEPENDENCY_DOWN", DEPENDENCY_DOWN_MESSAGE, {"dependency": "redis"})
 
 
 for _unavailable in UNAVAILABLE:
     api.add_exception_handler(_unavailable, dependency_down)
 
 
+INTERNAL_ERROR_MESSAGE = "internal error; it has been logged"
+
+
 @api.exception_handler(Exception)
 def internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The traceback goes to the log only; the answer never carries it, whatever DEBUG says.
-    return error_answer(request, 500, "INTERNAL_ERROR", "internal error; it has been logged", exc_info=exc)
+    return error_answer(request, 500, "INTERNAL_ERROR", INTERNAL_ERROR_MESSAGE, exc_info=exc)
 
 
 def unknown_route(request: HttpRequest, rest: str = "") -> JsonResponse:
