@@ -27,7 +27,7 @@ from bench.measure import CpuWindow, ProcessUsage, command_calls, command_delta,
 from bench.profiling import Profiler
 from bench.stack import Environment, ServerKind, reset_redis, web_servers
 from jobs.loadgen import framed_audio
-from scheduler.webserver import DEFAULT_SERVER
+from supervisor.webserver import DEFAULT_SERVER
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _run_wrk(env: Environment, scenario: JobScenario, servers: list[Any], nodes:
 
 def _jobs_done(env: Environment) -> int:
     """Jobs the scheduler ended DONE so far, by its own cumulative counter (scheduler/stats.py)."""
-    from scheduler.redis import keys
+    from core.redis import keys
 
     return int(env.client().hget(keys().stats_counters, "ended:DONE") or 0)
 
@@ -189,7 +189,7 @@ def _count_states(jobs: Any) -> dict[str, int]:
 
 def _scheduling_latencies(env: Environment, assigned_at: dict[str, float], window: Window) -> list[float]:
     """created_at (server, ms) -> job_assign at the node, for first attempts of jobs created in the window."""
-    from scheduler.redis import keys
+    from core.redis import keys
 
     job_ids = list(assigned_at)
     pipe = env.client().pipeline(transaction=False)

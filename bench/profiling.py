@@ -98,10 +98,10 @@ LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
         ("JSON", r"/json/|site-packages/(orjson|ujson)"),
-        ("logging", r"/logging/|scheduler/logs\.py"),
-        ("metrics", r"site-packages/prometheus_client/|scheduler/metrics\.py|django_prometheus"),
-        ("audit", r"scheduler/audit\.py|jobs/audit\.py|nodes/audit\.py"),
-        ("auth", r"access/auth\.py|scheduler/credentials\.py"),
+        ("logging", r"/logging/|core/logs\.py"),
+        ("metrics", r"site-packages/prometheus_client/|core/metrics\.py|django_prometheus"),
+        ("audit", r"core/audit\.py|jobs/audit\.py|nodes/audit\.py"),
+        ("auth", r"access/auth\.py|core/credentials\.py"),
         ("pydantic", r"site-packages/pydantic"),
         ("ninja", r"site-packages/ninja/"),
         ("django", r"site-packages/django/"),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,8 +31,10 @@ from pydantic import ValidationError
 
 from access.auth import AuthRefused, key_for_header
 from access.models import Scope
+from core import metrics
+from core.api_errors import ApiError
+from core.redis import UNAVAILABLE
 from jobs.api import JobIn, job_answer, submit_answer
-from scheduler import metrics
 from scheduler.api import (
     DEPENDENCY_DOWN_MESSAGE,
     INTERNAL_ERROR_MESSAGE,
@@ -43,10 +44,6 @@ from scheduler.api import (
     too_large_message,
     validation_details,
 )
-from scheduler.api_errors import ApiError
-from scheduler.redis import UNAVAILABLE
-
-log = logging.getLogger("scheduler.api")
 
 JOBS_PATH = "/api/v1/jobs"
 JOB_PREFIX = JOBS_PATH + "/"
