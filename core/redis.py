@@ -242,6 +242,9 @@ class Keys:
     def stats_sample_claim(self, slot: int) -> str:
         return f"{self.prefix}:stats:sample:{slot}"
 
+    def tick_claim(self, name: str, slot: int) -> str:
+        return f"{self.prefix}:tick:{name}:{slot}"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
 
