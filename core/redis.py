@@ -242,6 +242,10 @@ class Keys:
     def stats_sample_claim(self, slot: int) -> str:
         return f"{self.prefix}:stats:sample:{slot}"
 
+    @property
+    def metrics_snapshot(self) -> str:
+        return f"{self.prefix}:metrics:snapshot"
+
     def tick_claim(self, name: str, slot: int) -> str:
         return f"{self.prefix}:tick:{name}:{slot}"
 
