@@ -10,7 +10,7 @@ web process's CPU under job load (docs/performance.md). Here the same steps run 
 - auth: `access.auth.key_for_header` (the same key cache, refusals and metrics as the Ninja auth);
 - validation: the same `JobIn` schema, errors located and worded as Ninja words them;
 - the answer: `jobs.api.submit_answer` / `job_answer`, the very functions the Ninja views call;
-- errors: the same shapes, log lines and `scheduler_api_errors_total` counts (`scheduler.api.note_error`).
+- errors: the same shapes, log lines and `scheduler_api_errors_total` counts (`core.api_errors.note_error`).
 
 The Ninja routes stay: they serve staff sessions (the interactive docs) and define the OpenAPI document,
 and the two routes answer alike (`tests/api/test_lean_job_routes.py` compares them). Anything this module
@@ -32,18 +32,18 @@ from pydantic import ValidationError
 from access.auth import AuthRefused, key_for_header
 from access.models import Scope
 from core import metrics
-from core.api_errors import ApiError
-from core.redis import UNAVAILABLE
-from jobs.api import JobIn, job_answer, submit_answer
-from scheduler.api import (
+from core.api_errors import (
     DEPENDENCY_DOWN_MESSAGE,
     INTERNAL_ERROR_MESSAGE,
     RETRY_AFTER_S,
+    ApiError,
     error_body,
     note_error,
     too_large_message,
     validation_details,
 )
+from core.redis import UNAVAILABLE
+from jobs.api import JobIn, job_answer, submit_answer
 
 JOBS_PATH = "/api/v1/jobs"
 JOB_PREFIX = JOBS_PATH + "/"

@@ -9,10 +9,8 @@ in `API_ERRORS` by code.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Swagger
@@ -21,7 +19,16 @@ from ninja.openapi.docs import render_template
 
 from access.auth import AuthRefused
 from core import metrics
-from core.api_errors import ApiError
+from core.api_errors import (
+    DEPENDENCY_DOWN_MESSAGE,
+    INTERNAL_ERROR_MESSAGE,
+    RETRY_AFTER_S,
+    ApiError,
+    error_body,
+    note_error,
+    too_large_message,
+    validation_details,
+)
 from core.redis import UNAVAILABLE
 from jobs.api import router as jobs_router
 from nodes.api import NodeLinkError
@@ -29,14 +36,6 @@ from nodes.api import link as node_link_router
 from nodes.api import router as nodes_router
 from pools.api import router as pools_router
 
-log = logging.getLogger(__name__)
-
-# Views name their one body schema parameter `payload`; Ninja puts that name in error locations, but it is not
-# part of the JSON a client sends, so it is left out of the field names in 400 details.
-BODY_PARAM = "payload"
-# Seconds a client should wait before retrying while Redis is down: long enough not to hammer a recovering
-# server, short enough that a restart of Redis (seconds) is not noticed for long.
-RETRY_AFTER_S = 5
 STATUS_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -109,39 +108,6 @@ def error_answer(
     return response
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
-
-
-def note_error(
-    method: str, path: str, status: int, code: str, message: str, *, token_id: str = "", exc_info: BaseException | None = None
-) -> None:
-    """Count and log one error answer (shared with the lean job routes, which answer without Django)."""
-    metrics.API_ERRORS.labels(code=code).inc()
-    log.log(
-        logging.ERROR if status >= 500 else logging.INFO,
-        "API answered %s to %s %s",
-        status,
-        method,
-        path,
-        exc_info=exc_info,
-        extra={"event": "api_error", "code": code, "reason": message[:200], "token_id": token_id},
-    )
-
-
-def validation_details(errors: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """The message and details of a 400 VALIDATION_ERROR from pydantic's errors, located as Ninja locates
-    them (`("body", "payload", field...)`, `("query", name)`)."""
-    fields = []
-    for error in errors[:20]:
-        source, *path = [str(part) for part in error.get("loc", ())] or ["body"]
-        if source == "body" and path[:1] == [BODY_PARAM]:
-            path = path[1:]
-        fields.append({"field": ".".join(path) or source, "in": source, "problem": error.get("msg", "invalid")})
-    names = ", ".join(sorted({f["field"] for f in fields}))
-    return f"invalid request: {names}", {"fields": fields}
-
-
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     message, details = validation_details(exc.errors)
@@ -163,11 +129,6 @@ def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return error_answer(request, 413, "TOO_LARGE", *too_large_message())
 
 
-def too_large_message() -> tuple[str, dict[str, Any]]:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    return f"the body may hold at most {limit} bytes", {"limit": limit}
-
-
 @api.exception_handler(ApiError)
 def api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return error_answer(request, exc.status, exc.code, exc.message, exc.details)
@@ -178,9 +139,6 @@ def node_link_error(request: HttpRequest, exc: NodeLinkError) -> HttpResponse:
     return error_answer(request, exc.status, exc.code, exc.message, body=exc.frame())
 
 
-DEPENDENCY_DOWN_MESSAGE = "the scheduler's state store (Redis) is unavailable; retry later"
-
-
 def dependency_down(request: HttpRequest, exc: Exception) -> HttpResponse:
     metrics.REDIS_ERRORS.labels(operation="api").inc()
     return error_answer(request, 503, "DEPENDENCY_DOWN", DEPENDENCY_DOWN_MESSAGE, {"dependency": "redis"})
@@ -188,9 +146,6 @@ def dependency_down(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 for _unavailable in UNAVAILABLE:
     api.add_exception_handler(_unavailable, dependency_down)
-
-
-INTERNAL_ERROR_MESSAGE = "internal error; it has been logged"
 
 
 @api.exception_handler(Exception)

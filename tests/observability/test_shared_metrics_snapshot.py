@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import redis
 
-from core import background, metrics
-from core.tasks import refresh_metrics_snapshot
+from console import collector as metrics
+from console.tasks import refresh_metrics_snapshot
+from scheduler import background
 
 
 def instances(rows: dict) -> float:

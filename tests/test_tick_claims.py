@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from core import background
+from scheduler import background
 
 
 async def test_only_the_first_instance_to_ask_wins_an_interval(settings) -> None:
