@@ -90,10 +90,10 @@ async def _run() -> None:
 
 async def claim_tick(name: str, interval_s: float, now: float | None = None) -> bool:
     """Whether this instance won the current interval of the periodic whole-cluster work `name`. The node
-    deadline sweep scans every node that fell due: run by every web process (one per core by default) it
-    was done once per process per tick, each process repeating the others' scripts. Now the first instance to
-    ask does it; the others skip that tick. A claim lives one interval, so an instance that died holding it
-    costs at most one tick of delay (and the beat task sweeps as well)."""
+    deadline sweep scans every node that fell due; run by every web process (one per core by default), each
+    would repeat the others' scripts. The first instance to ask does it and the others skip that tick. A
+    claim lives one interval, so an instance that died holding it costs at most one tick of delay (and the
+    beat task sweeps as well)."""
     slot = int((time.time() if now is None else now) // interval_s)
     claimed = await get_redis().set(keys().tick_claim(name, slot), settings.INSTANCE_ID, nx=True, px=max(1, int(interval_s * 1000)))
     return bool(claimed)

@@ -17,9 +17,12 @@ from channels.db import database_sync_to_async
 from django.core.signals import request_started
 
 from access.models import ApiKey, Scope
+from core.api_errors import DEPENDENCY_DOWN_MESSAGE
 from jobs import lean_api
 from scheduler import asgi
+from supervisor.embedded_redis import RedisProcess
 from tests.api.conftest import KeyClient, bearer
+from tests.conftest import point_at_redis
 from tests.jobs.conftest import QUIET_NODES
 from tests.jobs.support import AUDIO, ready_node, result_for
 
@@ -260,3 +263,21 @@ async def test_an_idempotency_key_is_scoped_to_the_api_key_that_sent_it(write_ke
     # The idempotency key is scoped to the caller: the same key from another API key is another job.
     assert submit.answer()[1]["job_id"] == again.answer()[1]["job_id"]
     assert other.answer()[1]["job_id"] != submit.answer()[1]["job_id"]
+
+
+async def test_redis_down_is_a_503_dependency_down_with_retry_after_on_both_hot_routes(write_key, settings) -> None:
+    own_redis = RedisProcess().start()
+    try:
+        point_at_redis(settings, own_redis.url)
+        own_redis.kill()
+        submit = AsgiCall("POST", "/api/v1/jobs", write_key, body=json.dumps(JOB).encode())
+        await submit.run()
+        read = AsgiCall("GET", "/api/v1/jobs/job-any", write_key)
+        await read.run()
+    finally:
+        own_redis.stop()
+
+    for call in (submit, read):
+        start, _ = call.sent
+        assert (b"retry-after", b"5") in start["headers"]
+        assert call.answer() == (503, {"error": {"code": "DEPENDENCY_DOWN", "message": DEPENDENCY_DOWN_MESSAGE, "details": {"dependency": "redis"}}})
