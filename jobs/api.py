@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest
-from ninja import Field, Router
+from ninja import Field, Router, Schema
 from ninja.responses import Status
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, StrictBool, StrictInt
 
 from access.auth import actor_of, require
 from access.models import Scope
@@ -22,7 +22,7 @@ router = Router(tags=["jobs"])
 MAX_WAIT_S = 30.0
 
 
-class PipelineIn(BaseModel):
+class PipelineIn(Schema):
     use_asr: bool = True
     use_nmt: bool = True
     use_tts: bool = True
@@ -30,11 +30,9 @@ class PipelineIn(BaseModel):
     use_tone: bool = False
 
 
-class JobIn(BaseModel):
-    # A plain pydantic model, not a Ninja Schema: Schema's validator rebuilds the input from the declared
-    # fields only and dropped the optional job fields (`dialect`, `lang_a`, `turn_id`...) that the node must
-    # receive in `job_assign` (PROTOCOL.md).
-    model_config = ConfigDict(extra="allow")
+class JobIn(Schema):
+    # Fields not named here are dropped, never stored or sent on: the node reads only what PROTOCOL lists.
+    model_config = ConfigDict(extra="ignore")
 
     src_lang: str = Field(description="ISO 639-1 code, or `auto`")
     tgt_lang: str = Field(description="ISO 639-1 code")
@@ -47,6 +45,24 @@ class JobIn(BaseModel):
     trace_id: str | None = Field(None, max_length=128)
     node_id: str | None = Field(None, max_length=64, description="pin the job to this node")
     timeout_ms: int | None = Field(None, ge=100, le=600_000)
+    # The optional job_assign fields (PROTOCOL, section 1), passed to the node unchanged. Strict types: the
+    # node's own parser would refuse "true" for a bool or "500" for a number, so the API refuses them first.
+    dialect: str | None = Field(None, min_length=1, max_length=32)
+    features: dict[str, StrictBool] | None = Field(None, max_length=32, description="feature flags, e.g. emotion_detection")
+    mode: Literal["one_way", "two_way_auto"] | None = None
+    lang_a: str | None = Field(None, description="ISO 639-1; with `lang_b`, the two languages of a two-way session")
+    lang_b: str | None = Field(None, description="ISO 639-1")
+    auto_langs: list[str] | None = Field(None, max_length=16, description="ISO 639-1 codes the language detection may choose")
+    enable_streaming_asr: StrictBool | None = None
+    partial_update_interval_ms: StrictInt | None = Field(None, ge=50, le=60_000)
+    padding_ms: StrictInt | None = Field(None, ge=0, le=10_000)
+    turn_id: str | None = Field(None, min_length=1, max_length=128)
+    context_text: str | None = Field(None, max_length=4000)
+    group_id: str | None = Field(None, min_length=1, max_length=128)
+    part_index: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    is_manual_cut: StrictBool | None = None
+    is_timeout_triggered: StrictBool | None = None
+    is_max_duration_triggered: StrictBool | None = None
 
 
 def _wait(value: str | None) -> float | None:
@@ -67,9 +83,12 @@ def _check_languages(payload: JobIn) -> None:
     if payload.tgt_lang not in ISO_639_1:
         raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {payload.tgt_lang!r}", {"field": "tgt_lang"})
     for name in ("lang_a", "lang_b"):
-        value = getattr(payload, name, None)
+        value = getattr(payload, name)
         if value is not None and value not in ISO_639_1:
-            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value!r}", {"field": name})
+            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value[:16]!r}", {"field": name})
+    for index, value in enumerate(payload.auto_langs or ()):
+        if value not in ISO_639_1:
+            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value[:16]!r}", {"field": f"auto_langs.{index}"})
 
 
 @router.post("", auth=require(Scope.JOBS_WRITE), summary="Submit a job", response={200: dict, 202: dict})
