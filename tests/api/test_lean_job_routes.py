@@ -67,6 +67,7 @@ BAD_SUBMISSIONS = [
     ("a value is out of range", json.dumps({**JOB, "sample_rate": 1, "timeout_ms": 5}).encode(), {}),
     ("the language is unknown", json.dumps({**JOB, "tgt_lang": "xx"}).encode(), {}),
     ("lang_a is unknown", json.dumps({**JOB, "lang_a": "qq"}).encode(), {}),
+    ("a pass-through field has a loose type", json.dumps({**JOB, "enable_streaming_asr": "true"}).encode(), {}),
     ("the audio is not base64", json.dumps({**JOB, "audio": "%%%"}).encode(), {}),
     ("the pinned node is unknown", json.dumps({**JOB, "node_id": "node-00000000"}).encode(), {}),
     ("wait is not a number", json.dumps(JOB).encode(), {"query": "?wait=soon"}),
