@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from pydantic import ValidationError
 
 from access.auth import AuthRefused, key_for_header
@@ -108,6 +109,11 @@ async def app(scope: Scope_, receive: Receive, send: Send) -> None:
     except UNAVAILABLE:
         metrics.REDIS_ERRORS.labels(operation="api").inc()
         await _send_error(scope, send, Answer(503, "DEPENDENCY_DOWN", DEPENDENCY_DOWN_MESSAGE, {"dependency": "redis"}))
+        return
+    except (OperationalError, InterfaceError):
+        # As scheduler/api.py answers it: a key check or a read from the mirror needed the database.
+        message = "the scheduler's database is unavailable; retry later"
+        await _send_error(scope, send, Answer(503, "DEPENDENCY_DOWN", message, {"dependency": "database"}))
         return
     except Exception as exc:
         # The traceback goes to the log only, as on every other route.
