@@ -58,6 +58,7 @@ audit: venv
 
 # Fresh Redis and servers of its own; prints the report and the path of the JSON with every number.
 bench: venv
+	@ops/tools/install-bench-tools
 	$(PY) -m bench $(BENCH_ARGS)
 
 # var/ holds the SQLite databases named in settings; without it Django warns it cannot open one.

@@ -9,7 +9,6 @@ in `API_ERRORS` by code.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +22,16 @@ from ninja.parser import Parser
 
 from access.auth import AuthRefused
 from core import metrics, safe_json
-from core.api_errors import ApiError
+from core.api_errors import (
+    DEPENDENCY_DOWN_MESSAGE,
+    INTERNAL_ERROR_MESSAGE,
+    RETRY_AFTER_S,
+    ApiError,
+    error_body,
+    note_error,
+    too_large_message,
+    validation_details,
+)
 from core.redis import UNAVAILABLE
 from jobs.api import router as jobs_router
 from nodes.api import NodeLinkError
@@ -32,14 +40,6 @@ from nodes.api import router as nodes_router
 from pools.api import router as pools_router
 from scheduler.openapi_errors import add_error_responses
 
-log = logging.getLogger(__name__)
-
-# Views name their one body schema parameter `payload`; Ninja puts that name in error locations, but it is not
-# part of the JSON a client sends, so it is left out of the field names in 400 details.
-BODY_PARAM = "payload"
-# Seconds a client should wait before retrying while Redis is down: long enough not to hammer a recovering
-# server, short enough that a restart of Redis (seconds) is not noticed for long.
-RETRY_AFTER_S = 5
 STATUS_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -107,7 +107,6 @@ api.add_router("/nodes", nodes_router)
 api.add_router("/node-link", node_link_router)
 api.add_router("/pools", pools_router)
 api.add_router("/jobs", jobs_router)
-# Later: api.add_router("/jobs", jobs_router).
 
 
 def error_answer(
@@ -123,19 +122,8 @@ def error_answer(
     retry_after_s: int | None = None,
 ) -> JsonResponse:
     """The one way an error leaves the API: logged once, counted, and 503s told when to come back."""
-    metrics.API_ERRORS.labels(code=code).inc()
-    log.log(
-        logging.ERROR if status >= 500 else logging.INFO,
-        "API answered %s to %s %s",
-        status,
-        request.method,
-        request.path,
-        exc_info=exc_info,
-        extra={"event": "api_error", "code": code, "reason": message[:200], "token_id": token_id},
-    )
-    if body is None:
-        body = {"error": {"code": code, "message": message, "details": details or {}}}
-    response = JsonResponse(body, status=status)
+    note_error(request.method or "", request.path, status, code, message, token_id=token_id, exc_info=exc_info)
+    response = JsonResponse(body if body is not None else error_body(code, message, details), status=status)
     if retry_after_s is not None:
         response["Retry-After"] = str(retry_after_s)
     elif status == 503:
@@ -147,16 +135,8 @@ def error_answer(
 
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    fields = []
-    for error in exc.errors[:20]:
-        source, *path = [str(part) for part in error.get("loc", ())] or ["body"]
-        if source == "body" and path[:1] == [BODY_PARAM]:
-            path = path[1:]
-        fields.append(
-            {"field": ".".join(path) or source, "in": source, "problem": error.get("msg", "invalid")}
-        )
-    names = ", ".join(sorted({f["field"] for f in fields}))
-    return error_answer(request, 400, "VALIDATION_ERROR", f"invalid request: {names}", {"fields": fields})
+    message, details = validation_details(exc.errors)
+    return error_answer(request, 400, "VALIDATION_ERROR", message, details)
 
 
 @api.exception_handler(AuthRefused)
@@ -179,13 +159,7 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return error_answer(
-        request,
-        413,
-        "TOO_LARGE",
-        f"the body may hold at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
-        {"limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
-    )
+    return error_answer(request, 413, "TOO_LARGE", *too_large_message())
 
 
 @api.exception_handler(ApiError)
@@ -202,13 +176,7 @@ def node_link_error(request: HttpRequest, exc: NodeLinkError) -> HttpResponse:
 
 def dependency_down(request: HttpRequest, exc: Exception) -> HttpResponse:
     metrics.REDIS_ERRORS.labels(operation="api").inc()
-    return error_answer(
-        request,
-        503,
-        "DEPENDENCY_DOWN",
-        "the scheduler's state store (Redis) is unavailable; retry later",
-        {"dependency": "redis"},
-    )
+    return error_answer(request, 503, "DEPENDENCY_DOWN", DEPENDENCY_DOWN_MESSAGE, {"dependency": "redis"})
 
 
 for _unavailable in UNAVAILABLE:
@@ -229,7 +197,7 @@ for _unavailable in (OperationalError, InterfaceError):
 @api.exception_handler(Exception)
 def internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The traceback goes to the log only; the answer never carries it, whatever DEBUG says.
-    return error_answer(request, 500, "INTERNAL_ERROR", "internal error; it has been logged", exc_info=exc)
+    return error_answer(request, 500, "INTERNAL_ERROR", INTERNAL_ERROR_MESSAGE, exc_info=exc)
 
 
 def unknown_route(request: HttpRequest, rest: str = "") -> JsonResponse:

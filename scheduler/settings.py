@@ -320,6 +320,10 @@ STATS_HISTORY_S = envfloat("STATS_HISTORY_S", 3600.0, minimum=60.0)
 # /metrics: with METRICS_TOKEN set, scrapers must send `Authorization: Bearer <token>`; otherwise only clients
 # whose address is inside METRICS_ALLOWED_NETS may read it (loopback and private networks by default).
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")
+# The live-state gauges of /metrics read every node and pool from Redis: one snapshot serves every scrape of
+# every instance for this long (computed by the Celery beat, or by the first instance to need it), so the
+# cost per scrape does not grow with the fleet. 0: read Redis on every scrape.
+METRICS_SNAPSHOT_MAX_AGE_S = envfloat("METRICS_SNAPSHOT_MAX_AGE_S", 10.0, minimum=0.0)
 METRICS_ALLOWED_NETS = envnets(
     "METRICS_ALLOWED_NETS", ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 )

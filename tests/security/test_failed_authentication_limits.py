@@ -20,14 +20,16 @@ WRONG_KEY = "ak_000000000000.not-the-secret"
 WRONG_TOKEN = "nt_000000000000.not-the-secret"
 
 
-async def test_wrong_api_keys_past_the_limit_get_429_with_retry_after_even_for_a_right_key(start_server, api_key):
+# The job list goes through Django Ninja; a single job's read is one of the two lean hot routes.
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/jobs/job-0000000000000000"])
+async def test_wrong_api_keys_past_the_limit_get_429_with_retry_after_even_for_a_right_key(start_server, api_key, path):
     server = start_server(AUTH_FAILURE_LIMIT="3", AUTH_FAILURE_WINDOW_S="30")
     async with httpx.AsyncClient(base_url=server.url) as client:
         wrong = [
-            (await client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {WRONG_KEY}"})).status_code
+            (await client.get(path, headers={"Authorization": f"Bearer {WRONG_KEY}"})).status_code
             for _ in range(3)
         ]
-        limited = await client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {api_key}"})
+        limited = await client.get(path, headers={"Authorization": f"Bearer {api_key}"})
     assert wrong == [401, 401, 401]
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "RATE_LIMITED"

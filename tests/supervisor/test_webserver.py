@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,16 @@ def test_the_supervisor_stops_at_once_on_an_unknown_server_and_says_why(tmp_path
     assert result.returncode == 1
     assert "WEB_SERVER must be one of uvicorn, daphne, not 'nginx'" in result.stdout + result.stderr
     assert "Started" not in result.stdout
+
+
+def test_make_run_starts_one_web_process_per_usable_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+
+    assert Config.from_environ({}).web_processes == 3
+    assert Config.from_environ({"WEB_PROCESSES": "1"}).web_processes == 1
+    # Where several processes cannot work, the default is one rather than a refusal to start.
+    assert Config.from_environ({"WEB_SERVER": "daphne"}).web_processes == 1
+    assert Config.from_environ({"INSTANCE_ID": "web-a"}).web_processes == 1
 
 
 def test_several_processes_need_uvicorn_and_their_own_instance_ids() -> None:
