@@ -78,18 +78,16 @@ async def submit(request: HttpRequest, payload: JobIn, wait: str | None = None) 
     body: dict[str, Any] = payload.model_dump(exclude_none=True)
     try:
         submitted = await services.submit_job(
-            body, idempotency_key=request.headers.get("Idempotency-Key", "")[:200], client_id=actor_of(request)
+            body, idempotency_key=request.headers.get("Idempotency-Key", "")[:200], client_id=actor_of(request),
+            wait_s=wait_s or 0.0,
         )
     except services.InvalidJob as exc:
         raise ApiError(exc.status, exc.code, exc.message, {"field": exc.field}) from None
     except services.JobConflict:
         raise ApiError(409, "IDEMPOTENCY_CONFLICT", "this Idempotency-Key was used with a different body") from None
-    if wait_s:
-        job = await services.wait_for_job(submitted.job_id, wait_s)
-        if job["state"] in services.TERMINAL:
-            return Status(200, job)
-    else:
-        job = await services.get_job(submitted.job_id)
+    job = submitted.job
+    if wait_s and job["state"] in services.TERMINAL:
+        return Status(200, job)
     short = {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
     return Status(202, short)
 

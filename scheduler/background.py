@@ -90,11 +90,13 @@ async def _run() -> None:
 async def _run_jobs() -> None:
     """Job deadlines and the pending queue need a faster beat than node liveness (ack timeout 3 s)."""
     from jobs import services as jobs
+    from scheduler import stats
 
     while True:
         try:
             await jobs.sweep_deadlines()
             await jobs.pump_pending()
+            await stats.flush()
         except UNAVAILABLE:
             log.warning("job sweep skipped: Redis unavailable", extra={"event": "redis_down"})
         except Exception:

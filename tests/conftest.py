@@ -12,6 +12,7 @@ from channels.layers import channel_layers
 from django.db import connection
 
 from access.auth import forget_verified_keys
+from scheduler import stats
 from scheduler.embedded_redis import RedisProcess
 from scheduler.redis import reset_clients
 from scheduler.settings import channel_layer_hosts
@@ -54,6 +55,8 @@ def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
     # Tests revoke keys and expect the next request to fail; the cache has its own test.
     settings.API_KEY_CACHE_S = 0
     forget_verified_keys()
+    # Live-page counts a previous test's jobs left unflushed belong to that test's Redis.
+    stats.forget_unflushed()
     yield redis_server.url
     reset_clients()
     channel_layers.backends.clear()
