@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import metrics, scripts
+from core.redis import get_redis, keys
 from jobs.models import FailureReason, JobState
 from jobs.placement import fail_attempt
 from jobs.transitions import TERMINAL
-from scheduler import metrics, scripts
-from scheduler.redis import get_redis, keys
 
 
 async def sweep_deadlines(limit: int = 500) -> int:

@@ -16,11 +16,11 @@ from typing import Any
 
 from django.conf import settings
 
+from core import metrics, scripts
+from core.redis import get_redis, keys
 from jobs import transitions
 from jobs.models import FailureReason, JobState
 from jobs.placement import ended, fail_attempt
-from scheduler import metrics, scripts
-from scheduler.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
 

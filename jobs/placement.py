@@ -22,14 +22,14 @@ from typing import Any
 
 from django.conf import settings
 
+from core import metrics, scripts, stats
+from core.redis import get_redis, keys
 from jobs import transitions
 from jobs.models import FailureReason, JobState
 from jobs.transitions import member
 from nodes import connections
 from pools import services as pools
 from pools.eligibility import Pool, eligible_pools, needed_languages
-from scheduler import metrics, scripts, stats
-from scheduler.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
 

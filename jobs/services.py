@@ -23,14 +23,14 @@ from typing import Any
 
 from django.conf import settings
 
+from core import metrics, scripts
+from core.redis import get_redis, keys
 from jobs import placement, transitions, waiters
 from jobs.deadlines import sweep_deadlines
 from jobs.models import FailureReason, JobState
 from jobs.outcomes import node_went_offline, on_asr_partial, on_job_ack, on_job_result, on_job_started
 from jobs.placement import PASS_THROUGH, fail_attempt, pump_pending, select_and_dispatch
 from jobs.transitions import LIVE, RETRYABLE, TERMINAL
-from scheduler import metrics, scripts
-from scheduler.redis import get_redis, keys
 
 # The node side and the periodic tasks reach the job path through this module.
 __all__ = [

@@ -14,9 +14,9 @@ from typing import Any
 
 from django.conf import settings
 
+from core import scripts
+from core.redis import get_redis, keys
 from jobs.models import FailureReason, JobState
-from scheduler import scripts
-from scheduler.redis import get_redis, keys
 
 TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 LIVE = (JobState.SELECTING, JobState.RESERVED, JobState.DISPATCHED, JobState.ACKED)
