@@ -3,8 +3,7 @@ going away. Each message is fenced by attempt and node in its transition's scrip
 foreign message changes nothing.
 
 A result costs one round trip: the DONE transition (with its audit entries, retention and the notice to
-long-polling clients inside the script), the freeing of the node's slot and the pending queue's length ride in
-one pipeline. Freeing the slot needs no fence: a node that answers an attempt no longer holds its slot, and
+long-polling clients inside the script) and the freeing of the node's slot ride in one pipeline. Freeing the slot needs no fence: a node that answers an attempt no longer holds its slot, and
 freeing a slot already freed changes nothing.
 """
 
@@ -100,20 +99,18 @@ async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
         "tts_format": message.tts_format, "extra": message.extra, "processing_time_ms": message.processing_time_ms,
     }  # fmt: skip
     job_id = message.job_id
-    k = keys()
 
     def build(pipe: Any) -> None:
         transitions.queue_step(
             pipe, job_id, attempt, [JobState.DISPATCHED, JobState.ACKED], JobState.DONE, {"result": json.dumps(result)}, node=node_id
         )
         transitions.release_slot(pipe, node_id, job_id, attempt)
-        pipe.zcard(k.jobs_pending)
 
-    step, *_, waiting = await scripts.run_pipeline("job_done", build)
+    step, *_ = await scripts.run_pipeline("job_done", build)
     if step[0] != "OK":
         metrics.STALE_NODE_MESSAGES.labels(type="job_result").inc()
         return
-    ended(job_id, JobState.DONE, attempt=attempt, node_id=node_id, trace_id=step[7], waiting=int(waiting))
+    ended(job_id, JobState.DONE, attempt=attempt, node_id=node_id, trace_id=step[7])
 
 
 async def _mark_unavailable(node_id: str, service_id: str) -> None:
@@ -131,6 +128,8 @@ async def _mark_unavailable(node_id: str, service_id: str) -> None:
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.hset(keys().node_unavailable(node_id), kind, until)
         pipe.expire(keys().node_unavailable(node_id), int(settings.JOB_MODEL_UNAVAILABLE_S) + 1)
+        # Tells node_reserve.lua that marks may be live; every mark lasts as long, so the newest is the latest.
+        pipe.hset(keys().node_meta(node_id), "unavailable_until", until)
         await pipe.execute()
     log.warning("service marked unavailable", extra={"event": "model_not_available", "node_id": node_id, "reason": kind})
 

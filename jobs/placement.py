@@ -44,6 +44,19 @@ CONFIG_CHECK_S = 1.0
 
 
 @dataclass
+class _QueueSeen:
+    """Whether this process last saw jobs waiting for capacity: from each submission's look at the queue,
+    each pump pass (every JOB_SWEEP_INTERVAL_S) and each job it queued. A job's end offers its slot to the
+    queue at once only when jobs may wait; otherwise the next pump pass of some instance does, so a job
+    that started waiting elsewhere within the last pass may wait up to one more pass."""
+
+    waiting: bool = False
+
+
+queue_seen = _QueueSeen()
+
+
+@dataclass
 class _ConfigCheck:
     at: float = float("-inf")
 
@@ -178,7 +191,10 @@ async def _place(
     def build(pipe: Any) -> None:
         scripts.queue(
             pipe, "job_dispatch", k.job_slot_keys(job_id),
-            [str(attempt), claim, node_id, pool, delivery[0], int(settings.JOB_ACK_TIMEOUT_S * 1000), int(settings.JOB_TIMEOUT_S * 1000)],
+            [
+                str(attempt), claim, node_id, pool, delivery[0], int(settings.JOB_ACK_TIMEOUT_S * 1000),
+                int(settings.JOB_TIMEOUT_S * 1000), delivery[4],
+            ],
         )  # fmt: skip
         if queued:
             # A retry or a job from the queue: its audio, and its entry in the queue gone now that it is placed.
@@ -201,7 +217,7 @@ async def _place(
         await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the job's audio is no longer stored", node_id)
         return "dispatch_failed"
     frame = job_assign_frame(job_id, attempt, job, request, audio)
-    if not await deliver(delivery[1:], frame):
+    if not await deliver(delivery[1:4], frame):
         await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the node could not be reached", node_id)
         return "dispatch_failed"
     if latency_ms is not None:
@@ -214,7 +230,7 @@ async def _place(
 async def _reserve_one(
     job_id: str, attempt: int, candidates: list[tuple[str, str]], required: str, needed: str
 ) -> tuple[str, str, list[str]] | None:
-    """Reserve a slot on the first candidate that has one: (node, pool, [acks, channel, transport, url])."""
+    """Reserve a slot on the first candidate that has one: (node, pool, [acks, channel, transport, url, now])."""
     k = keys()
     ttl = int((settings.JOB_ACK_TIMEOUT_S + settings.JOB_TIMEOUT_S + 5) * 1000)
     for node_id, pool in candidates:
@@ -225,7 +241,7 @@ async def _reserve_one(
         )
         metrics.RESERVATIONS.labels(result="ok" if outcome[0] == "OK" else "refused", reason=outcome[0].lower()).inc()
         if outcome[0] == "OK":
-            return node_id, pool, [str(value) for value in outcome[4:8]]
+            return node_id, pool, [str(value) for value in outcome[4:9]]
     return None
 
 
@@ -237,6 +253,7 @@ async def _wait_for_capacity(job_id: str, job: dict[str, str], populated: int) -
         pipe.hset(k.job(job_id), "waiting_reason", reason)
         pipe.zadd(k.jobs_pending, {job_id: int(job["created_at"])}, nx=True)
         await pipe.execute()
+    queue_seen.waiting = True
     return "pending"
 
 
@@ -319,14 +336,15 @@ async def _leave_queue(job_id: str) -> int:
     return int(waiting)
 
 
-def ended(job_id: str, state: str, reason: str = "", *, attempt: str, node_id: str, trace_id: str, waiting: int) -> None:
+def ended(job_id: str, state: str, reason: str = "", *, attempt: str, node_id: str, trace_id: str, waiting: int | None = None) -> None:
     """After a terminal transition (whose script already wrote the audit entries, the retention and the notice
-    to long-polling clients): counters, the log line, and the queue's turn when jobs wait for capacity."""
+    to long-polling clients): counters, the log line, and the queue's turn when jobs wait for capacity
+    (`waiting`: the queue's length if the caller read it, else what this process last saw)."""
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
     stats.record_end(job_id, state, reason, succeeded=state == JobState.DONE)
     context = {"event": "job_ended", "job_id": job_id, "attempt_id": attempt, "node_id": node_id or None, "trace_id": trace_id}
     log.info("job ended %s", state, extra={**context, "reason": reason or None})
-    if waiting:
+    if waiting if waiting is not None else queue_seen.waiting:
         # A slot may have freed: give waiting jobs their chance in arrival order.
         connections.spawn(pump_pending())
 
@@ -336,6 +354,7 @@ async def pump_pending(limit: int = 100) -> int:
     needs are skipped this round: a slot that frees while the scan passes over must go to the older job."""
     client = get_redis()
     waiting = await client.zrange(keys().jobs_pending, 0, limit - 1)
+    queue_seen.waiting = bool(waiting)
     blocked: set[tuple[str | None, ...]] = set()
     placed = 0
     for job_id in waiting:

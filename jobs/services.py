@@ -135,6 +135,7 @@ async def _create_and_place(job_id: str, request: dict[str, Any], pinned: str) -
         sample.queue(pipe)
 
     result, waiting, *sampled = await scripts.run_pipeline("job_create", build)
+    placement.queue_seen.waiting = bool(waiting)
     if result[0] == "EXISTS":
         if result[1] != "1":
             raise JobConflict(job_id)

@@ -3,14 +3,16 @@
 -- attempt's selection claim may do it, so two selectors of one job never both dispatch.
 -- KEYS: 1 job hash, 2 shard deadline index, 3 shard audit stream
 -- ARGV: 1 attempt, 2 claim token, 3 node id, 4 pool ("" when pinned), 5 node acks ("1"/"0"), 6 ack timeout ms,
---       7 job timeout ms when the job has none
+--       7 job timeout ms when the job has none, 8 Redis time (ms) the reservation read
+-- The dispatch is stamped with the reservation's Redis time, one round trip earlier, instead of a TIME of its
+-- own: its deadlines start that much early, never late.
 -- Returns: {"OK", seq, now_ms, deadline_ms} | {"STALE", state, attempt}
 --#include job
 local f = redis.call('HMGET', KEYS[1], 'state', 'attempt_id', 'claim', 'seq', 'timeout_ms', 'deadline', 'job_id')
 if f[1] ~= 'SELECTING' or f[2] ~= ARGV[1] or f[3] ~= ARGV[1] .. '|' .. ARGV[2] then
   return {'STALE', f[1] or '', f[2] or ''}
 end
-local now = now_ms()
+local now = tonumber(ARGV[8])
 -- The real node never acks: only the job timeout applies to it.
 local deadline, kind, mode = now + (tonumber(f[5]) or tonumber(ARGV[7])), 'job', 'first_message'
 if ARGV[5] == '1' then deadline, kind, mode = now + tonumber(ARGV[6]), 'ack', 'ack' end

@@ -5,11 +5,11 @@
 -- KEYS: 1 meta, 2 capabilities, 3 cap, 4 reservations, 5 running, 6 unavailable services
 -- ARGV: 1 member ("<job_id>#<attempt>"), 2 reservation TTL ms, 3 required service types (JSON array),
 --       4 languages the job needs (JSON array)
--- Returns: {"OK", reserved, running, max, acks, channel, transport, dispatch_url} (what dispatch needs)
+-- Returns: {"OK", reserved, running, max, acks, channel, transport, dispatch_url, now_ms} (what dispatch needs)
 --          | {"NOT_READY"} | {"DRAINING"} | {"LANGUAGES"} | {"SERVICE", type} | {"UNAVAILABLE", type}
 --          | {"FULL", reserved, running, max} | {"GONE"}
 local m = redis.call('HMGET', KEYS[1], 'status', 'drained', 'languages', 'max_jobs', 'supports_job_ack', 'channel',
-  'transport', 'dispatch_url')
+  'transport', 'dispatch_url', 'unavailable_until')
 if not m[1] then return {'GONE'} end
 if m[2] == '1' then return {'DRAINING'} end
 if m[1] ~= 'ready' then return {'NOT_READY'} end
@@ -25,7 +25,9 @@ end
 local required = cjson.decode(ARGV[3])
 if #required > 0 then
   local capabilities = redis.call('HMGET', KEYS[2], unpack(required))
-  local unavailable = redis.call('HMGET', KEYS[6], unpack(required))
+  -- `unavailable_until` in meta is the latest expiry of any mark: past it, the marks need no read.
+  local unavailable = {}
+  if (tonumber(m[9] or '0') or 0) > now then unavailable = redis.call('HMGET', KEYS[6], unpack(required)) end
   for i, kind in ipairs(required) do
     if not capabilities[i] or not cjson.decode(capabilities[i])['ready'] then return {'SERVICE', kind} end
     if (tonumber(unavailable[i] or '0') or 0) > now then return {'UNAVAILABLE', kind} end
@@ -43,9 +45,9 @@ if reserved + running >= max then
   running = redis.call('ZCARD', KEYS[5])
   -- A resent call for a slot this attempt already holds.
   local held = redis.call('ZSCORE', KEYS[4], ARGV[1]) or redis.call('ZSCORE', KEYS[5], ARGV[1])
-  if held then return {'OK', reserved, running, max, m[5] or '0', m[6] or '', m[7] or '', m[8] or ''} end
+  if held then return {'OK', reserved, running, max, m[5] or '0', m[6] or '', m[7] or '', m[8] or '', tostring(now)} end
   if reserved + running >= max then return {'FULL', reserved, running, max} end
 end
 -- NX: a resent call keeps the first expiry.
 reserved = reserved + redis.call('ZADD', KEYS[4], 'NX', now + tonumber(ARGV[2]), ARGV[1])
-return {'OK', reserved, running, max, m[5] or '0', m[6] or '', m[7] or '', m[8] or ''}
+return {'OK', reserved, running, max, m[5] or '0', m[6] or '', m[7] or '', m[8] or '', tostring(now)}
