@@ -138,8 +138,8 @@ class InProcessNode:
         await jobs.on_job_result(message, self.builder.node_id)
 
 
-async def start_nodes(count: int, capacity: int) -> list[InProcessNode]:
-    """`count` nodes registered and ready in the `en-zh` pool, each on an in-process connection."""
+async def start_nodes(count: int, capacity: int, languages: tuple[str, ...] = ("en", "zh"), name: str = "cost") -> list[InProcessNode]:
+    """`count` nodes registered and ready in the pool of `languages`, each on an in-process connection."""
     from nodes import connections
     from nodes import services as nodes
     from nodes.schemas import parse_node_message
@@ -147,8 +147,9 @@ async def start_nodes(count: int, capacity: int) -> list[InProcessNode]:
 
     started = []
     for i in range(count):
-        builder = SimulatedNode(SimulatedNodeConfig(name=f"cost-{i}", max_concurrent_jobs=capacity, processing_ms=0))
-        node = InProcessNode(builder, f"cost.local!{i}")
+        config = SimulatedNodeConfig(name=f"{name}-{i}", languages=list(languages), max_concurrent_jobs=capacity, processing_ms=0)
+        builder = SimulatedNode(config)
+        node = InProcessNode(builder, f"{name}.local!{i}")
         conn = nodes.Connection(token=None, channel=node.channel)
         connections.LOCAL[node.channel] = node
         registration = await nodes.register_node(parse_node_message(builder.build_register()), conn)

@@ -74,10 +74,10 @@ class Sample:
     checks_version: bool = False
     eligible: list[Pool] = field(default_factory=list)
 
-    def queue(self, pipe: Any, *, force_check: bool = False) -> None:
+    def queue(self, pipe: Any) -> None:
         """Queue the reads on `pipe`: the configuration's version when it is due for a check, then one
         SRANDMEMBER per eligible pool (cost independent of pool size)."""
-        self.checks_version = force_check or not self.config.version or time.monotonic() - _config_checked.at > CONFIG_CHECK_S
+        self.checks_version = not self.config.version or time.monotonic() - _config_checked.at > CONFIG_CHECK_S
         if self.job.get("pinned"):
             return
         request = self.request
@@ -93,25 +93,17 @@ class Sample:
     def tried(self) -> set[str]:
         return set(filter(None, self.job.get("tried", "").split(",")))
 
-    @property
-    def width(self) -> int:
-        """How many replies `queue` added."""
-        if self.job.get("pinned"):
-            return 0
-        return int(self.checks_version) + len(self.eligible)
-
-    def parse(self, replies: list[Any]) -> tuple[list[tuple[str, str]], int, bool]:
-        """Candidates (node, pool) in random order without the nodes tried before, how many pools had any
-        member (0 means POOL_EMPTY), and whether the cached configuration proved current."""
+    def parse(self, replies: list[Any]) -> Sampled:
+        """The candidates from the replies of `queue`."""
         tried = self.tried
         if self.job.get("pinned"):
             node_id = self.job["pinned"]
-            return ([] if node_id in tried else [(node_id, "")]), 1, True
-        current = True
+            return Sampled([] if node_id in tried else [(node_id, "")], 1, True, self.config.version)
+        verified = None
         if self.checks_version:
             version, *replies = replies
-            current = int(version or 0) == self.config.version
-            if current:
+            verified = int(version or 0) == self.config.version
+            if verified:
                 _config_checked.at = time.monotonic()
         for pool in self.eligible:
             metrics.POOL_DEMAND.labels(pool=pool.name).inc()
@@ -124,15 +116,23 @@ class Sample:
                     found.setdefault(node_id, pool.name)
         candidates = list(found.items())
         random.shuffle(candidates)
-        return candidates, populated, current
+        return Sampled(candidates, populated, verified, self.config.version)
 
 
-async def _read_sample(job: dict[str, str], request: dict[str, Any], *, force_check: bool = False) -> tuple[list[tuple[str, str]], int, bool]:
+@dataclass(frozen=True)
+class Sampled:
+    candidates: list[tuple[str, str]]  # (node, pool) in random order, without the nodes tried before
+    populated: int  # eligible pools that had any member (0 means POOL_EMPTY)
+    verified: bool | None  # the configuration's version read with the sample: current, changed, or not read
+    version: int  # of the configuration the sample came from
+
+
+async def _read_sample(job: dict[str, str], request: dict[str, Any]) -> Sampled:
     sample = Sample(job, request)
     if sample.job.get("pinned"):
         return sample.parse([])
     async with get_redis().pipeline(transaction=False) as pipe:
-        sample.queue(pipe, force_check=force_check)
+        sample.queue(pipe)
         replies = await pipe.execute()
     return sample.parse(replies)
 
@@ -152,7 +152,7 @@ async def select_and_dispatch(job_id: str, attempt: int, submitted_at: int | Non
 
 async def place_claimed(
     job_id: str, attempt: int, job: dict[str, str], claim: str, submitted_at: int | None = None,
-    audio: str | None = None, sample: tuple[list[tuple[str, str]], int, bool] | None = None,
+    audio: str | None = None, sample: Sampled | None = None,
 ) -> str:
     """`place` under a claim this caller holds, giving it back unless the attempt left SELECTING (then the
     release would be a no-op: a claim only counts while its attempt is SELECTING)."""
@@ -169,21 +169,24 @@ async def place_claimed(
 
 async def _place(
     job_id: str, attempt: int, job: dict[str, str], claim: str, submitted_at: int | None, audio: str | None,
-    sample: tuple[list[tuple[str, str]], int, bool] | None,
+    sample: Sampled | None,
 ) -> str:
     request = json.loads(job["request"])
     needed = json.dumps(sorted(needed_languages(job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b"))))
     required = json.dumps(
         [svc for flag, svc in PIPELINE_SERVICES.items() if request.get("pipeline", {}).get(flag, svc in ("asr", "nmt", "tts"))]
     )
-    candidates, populated, current = sample or await _read_sample(job, request)
-    chosen = await _reserve_one(job_id, attempt, candidates, required, needed)
-    if chosen is None and not current:
-        # The configuration changed since this process cached it: look again with the current one.
-        candidates, populated, current = await _read_sample(job, request, force_check=True)
-        chosen = await _reserve_one(job_id, attempt, candidates, required, needed)
+    sampled = sample or await _read_sample(job, request)
+    chosen = None
+    if sampled.verified is not False:
+        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed)
+    if chosen is None and sampled.verified is not True and (await pools.current_config()).version != sampled.version:
+        # The configuration changed since this process cached it: look again with the current one (read
+        # just now), rather than conclude that nothing fits.
+        sampled = await _read_sample(job, request)
+        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed)
     if chosen is None:
-        return await _wait_for_capacity(job_id, job, populated)
+        return await _wait_for_capacity(job_id, job, sampled.populated)
     node_id, pool, delivery = chosen
     k = keys()
     queued = audio is None
