@@ -1,8 +1,9 @@
 """Redis clients and the key layout of all live state.
 
 Every key that a Lua script touches together with others carries the same `{hash tag}`, so the scripts run
-unchanged on Redis Cluster. Global indexes (all nodes, deadlines, audit stream) live in their own slots and
-are only ever touched by single-key commands or single-key scripts.
+unchanged on Redis Cluster. A job's keys carry the tag of its shard, shared with that shard's deadline index
+and audit stream. Global indexes (all nodes, node deadlines, the main audit stream, the pending queue) live in
+their own slots and are only ever touched by single-key commands or single-key scripts.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ handlers of node messages and the periodic work (jobs/outcomes.py, jobs/deadline
 All live state is in Redis. A job is one hash, changed only by fenced scripts (jobs/transitions.py); a node's
 capacity is two sorted sets of attempts scored by their expiry (`node_reserve.lua`), so a slot whose holder
 vanished frees itself; deadlines (ack, job, pending) are scores that any instance's sweeper fires with Redis
-`TIME`. A first attempt that finds a slot costs four round trips from submission to `job_assign`, its result
+`TIME`. A first attempt that finds a slot costs three round trips from submission to `job_assign`, its result
 one more, and the long-polling client's answer one read: `docs/performance.md` counts them.
 """
 
