@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import functools
 import os
 import resource
 import tempfile
@@ -100,13 +101,17 @@ class RoundTrips:
             async_client.Pipeline.execute = pipelined  # type: ignore[method-assign]
 
 
-def _name(args: tuple[Any, ...]) -> str:
+@functools.cache
+def _scripts_by_sha() -> dict[str, str]:
     from core import scripts
 
+    return {scripts.sha(script): script for script in scripts.names()}
+
+
+def _name(args: tuple[Any, ...]) -> str:
     name = str(args[0]).upper()
     if name == "EVALSHA":
-        by_sha = {scripts.sha(script): script for script in scripts.names()}
-        return f"EVALSHA({by_sha.get(str(args[1]), '?')})"
+        return f"EVALSHA({_scripts_by_sha().get(str(args[1]), '?')})"
     return name
 
 
