@@ -143,8 +143,11 @@ class InProcessNode:
         await jobs.on_job_result(message, self.builder.node_id)
 
 
-async def start_nodes(count: int, capacity: int, languages: tuple[str, ...] = ("en", "zh"), name: str = "cost") -> list[InProcessNode]:
-    """`count` nodes registered and ready in the pool of `languages`, each on an in-process connection."""
+async def start_nodes(
+    count: int, capacity: int, languages: tuple[str, ...] = ("en", "zh"), name: str = "cost", acks: bool = False
+) -> list[InProcessNode]:
+    """`count` nodes registered and ready in the pool of `languages`, each on an in-process connection; like the
+    real node they never ack unless `acks`."""
     from nodes import connections
     from nodes import services as nodes
     from nodes.schemas import parse_node_message
@@ -152,7 +155,9 @@ async def start_nodes(count: int, capacity: int, languages: tuple[str, ...] = ("
 
     started = []
     for i in range(count):
-        config = SimulatedNodeConfig(name=f"{name}-{i}", languages=list(languages), max_concurrent_jobs=capacity, processing_ms=0)
+        config = SimulatedNodeConfig(
+            name=f"{name}-{i}", languages=list(languages), max_concurrent_jobs=capacity, processing_ms=0, send_ack=acks
+        )
         builder = SimulatedNode(config)
         node = InProcessNode(builder, f"{name}.local!{i}")
         conn = nodes.Connection(token=None, channel=node.channel)

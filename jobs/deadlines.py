@@ -12,7 +12,7 @@ from core import metrics, scripts
 from core.redis import get_redis, keys
 from jobs.models import FailureReason, JobState
 from jobs.placement import fail_attempt
-from jobs.transitions import TERMINAL
+from jobs.transitions import TERMINAL, attempts_of
 
 
 async def sweep_deadlines(limit: int = 500) -> int:
@@ -50,7 +50,7 @@ async def _fire(index: str, job_id: str, score: Any, now: int) -> int:
     if kind == "pending" and state == JobState.SELECTING:
         reason = waiting or FailureReason.NO_AVAILABLE_NODE
         message = "no node serves these languages" if reason == FailureReason.POOL_EMPTY else "no node had capacity in time"
-        await fail_attempt(job_id, attempt, reason, message, "")
+        await fail_attempt(job_id, attempt, reason, await _earlier_causes(job_id, attempt) + message, "")
     elif kind == "ack" and state == JobState.DISPATCHED:
         metrics.TIMEOUTS.labels(kind="ack").inc()
         await fail_attempt(job_id, attempt, FailureReason.ACK_TIMEOUT, "no job_ack in time", node_id)
@@ -61,3 +61,17 @@ async def _fire(index: str, job_id: str, score: Any, now: int) -> int:
         # A job left RESERVED by an earlier version of the job path whose instance died before dispatching.
         await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "dispatch did not complete", node_id)
     return 1
+
+
+async def _earlier_causes(job_id: str, attempt: str) -> str:
+    """What ended the attempts before `attempt`, so a job that fails waiting for a retry names the real cause
+    ("attempt 1 (node-1A2B3C4D): NODE_OFFLINE; attempt 2: no node had capacity in time")."""
+    if attempt == "1":
+        return ""
+    entries = attempts_of(await get_redis().hgetall(keys().job(job_id)))
+    causes = [
+        f"attempt {a['attempt_id']}" + (f" ({a['node_id']})" if a.get("node_id") else "") + f": {a.get('reason')}"
+        for a in entries
+        if str(a["attempt_id"]) != attempt and a.get("reason")
+    ]
+    return "".join(f"{cause}; " for cause in causes) + f"attempt {attempt}: "

@@ -23,6 +23,13 @@ from jobs.placement import ended, fail_attempt
 
 log = logging.getLogger(__name__)
 
+# Bounds of the node's own error report kept on an attempt (code, message, details as JSON).
+NODE_ERROR_CODE_MAX = 64
+NODE_ERROR_MESSAGE_MAX = 2000
+NODE_ERROR_DETAILS_MAX_BYTES = 4096
+# What the real node says of a result's quality, kept with the result when present.
+QUALITY_FIELDS = ("asr_quality_level", "quality_score", "reason_codes", "rerun_count", "segments_meta")
+
 
 async def acknowledged(job_id: str, attempt: int | str, node_id: str) -> bool:
     """The node took the job (`job_ack`, or its first message for nodes that do not ack): commit the slot,
@@ -88,9 +95,23 @@ async def on_job_result(message: Any, node_id: str) -> None:
         reason = FailureReason.MODEL_NOT_AVAILABLE
     else:
         reason = FailureReason.NODE_ERROR
-    outcome = await fail_attempt(message.job_id, attempt, reason, (error.message if error else "")[:500], node_id)
+    outcome = await fail_attempt(
+        message.job_id, attempt, reason, (error.message if error else "")[:500], node_id, node_error=bounded_node_error(error)
+    )
     if outcome == "stale":
         metrics.STALE_NODE_MESSAGES.labels(type="job_result").inc()
+
+
+def bounded_node_error(error: Any) -> dict[str, Any]:
+    """The node's own error report as kept on the attempt: its code, message and details, each bounded so a
+    runaway stack trace cannot bloat the job hash or the audit rows."""
+    if error is None:
+        return {"code": "PROCESSING_ERROR", "message": "the node reported a failure without an error", "details": None}
+    details = error.details
+    size = len(json.dumps(details, default=str))
+    if size > NODE_ERROR_DETAILS_MAX_BYTES:
+        details = {"truncated": True, "bytes": size}
+    return {"code": str(error.code)[:NODE_ERROR_CODE_MAX], "message": str(error.message)[:NODE_ERROR_MESSAGE_MAX], "details": details}
 
 
 async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
@@ -98,6 +119,9 @@ async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
         "text_asr": message.text_asr, "text_translated": message.text_translated, "tts_audio": message.tts_audio,
         "tts_format": message.tts_format, "extra": message.extra, "processing_time_ms": message.processing_time_ms,
     }  # fmt: skip
+    for name in QUALITY_FIELDS:
+        if getattr(message, name) is not None:
+            result[name] = getattr(message, name)
     job_id = message.job_id
 
     def build(pipe: Any) -> None:

@@ -93,12 +93,26 @@ class Sample:
     def tried(self) -> set[str]:
         return set(filter(None, self.job.get("tried", "").split(",")))
 
-    def parse(self, replies: list[Any]) -> Sampled:
-        """The candidates from the replies of `queue`."""
+    def barred_and_returning(self) -> tuple[set[str], set[str]]:
+        """Nodes tried before, split into those a retry must avoid (they answered the job, or timed out on it)
+        and those that may take it again (every attempt they had ended with a WENT_AWAY reason). The job's
+        attempts are fields of its hash, read with it."""
         tried = self.tried
+        if not tried:
+            return set(), set()
+        attempts = transitions.attempts_of(self.job)
+        went_away = {a.get("node_id") for a in attempts if a.get("reason") in transitions.WENT_AWAY}
+        barred = {a.get("node_id") for a in attempts if a.get("reason") not in transitions.WENT_AWAY}
+        returning = (tried & went_away) - barred
+        return tried - returning, returning
+
+    def parse(self, replies: list[Any]) -> Sampled:
+        """The candidates from the replies of `queue`: untried nodes first, in random order, then nodes whose
+        earlier attempt ended because they went away (the retry rule)."""
+        barred, returning = self.barred_and_returning()
         if self.job.get("pinned"):
             node_id = self.job["pinned"]
-            return Sampled([] if node_id in tried else [(node_id, "")], 1, True, self.config.version)
+            return Sampled([] if node_id in barred else [(node_id, "")], 1, True, self.config.version)
         verified = None
         if self.checks_version:
             version, *replies = replies
@@ -108,15 +122,19 @@ class Sample:
         for pool in self.eligible:
             metrics.POOL_DEMAND.labels(pool=pool.name).inc()
         found: dict[str, str] = {}
+        again: dict[str, str] = {}
         populated = 0
         for pool, members in zip(self.eligible, replies, strict=True):
             populated += bool(members)
             for node_id in members:
-                if node_id not in tried:
+                if node_id not in barred and node_id not in returning:
                     found.setdefault(node_id, pool.name)
-        candidates = list(found.items())
+                elif node_id in returning:
+                    again.setdefault(node_id, pool.name)
+        candidates, fallback = list(found.items()), list(again.items())
         random.shuffle(candidates)
-        return Sampled(candidates, populated, verified, self.config.version)
+        random.shuffle(fallback)
+        return Sampled(candidates + fallback, populated, verified, self.config.version)
 
 
 @dataclass(frozen=True)
@@ -177,14 +195,16 @@ async def _place(
         [svc for flag, svc in PIPELINE_SERVICES.items() if request.get("pipeline", {}).get(flag, svc in ("asr", "nmt", "tts"))]
     )
     sampled = sample or await _read_sample(job, request)
+    # Past any deadline the attempt can have: a slot outlives its holder only by this much.
+    ttl = int(settings.JOB_ACK_TIMEOUT_S * 1000) + int(job.get("timeout_ms") or settings.JOB_TIMEOUT_S * 1000) + 5000
     chosen = None
     if sampled.verified is not False:
-        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed)
+        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed, ttl)
     if chosen is None and sampled.verified is not True and (await pools.current_config()).version != sampled.version:
         # The configuration changed since this process cached it: look again with the current one (read
         # just now), rather than conclude that nothing fits.
         sampled = await _read_sample(job, request)
-        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed)
+        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed, ttl)
     if chosen is None:
         return await _wait_for_capacity(job_id, job, sampled.populated)
     node_id, pool, delivery = chosen
@@ -231,11 +251,10 @@ async def _place(
 
 
 async def _reserve_one(
-    job_id: str, attempt: int, candidates: list[tuple[str, str]], required: str, needed: str
+    job_id: str, attempt: int, candidates: list[tuple[str, str]], required: str, needed: str, ttl: int
 ) -> tuple[str, str, list[str]] | None:
     """Reserve a slot on the first candidate that has one: (node, pool, [acks, channel, transport, url, now])."""
     k = keys()
-    ttl = int((settings.JOB_ACK_TIMEOUT_S + settings.JOB_TIMEOUT_S + 5) * 1000)
     for node_id, pool in candidates:
         outcome = await scripts.run(
             "node_reserve",
@@ -308,10 +327,13 @@ async def send_cancel(job_id: str, node_id: str, reason: str, trace_id: str = ""
 # --- ends of attempts and jobs ----------------------------------------------------------------------------------
 
 
-async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: str, node_id: str = "") -> str:
+async def fail_attempt(
+    job_id: str, attempt: int | str, reason: str, message: str, node_id: str = "", *, node_error: dict[str, Any] | None = None
+) -> str:
     """End an attempt as failed: free its slot, tell the node to stop, retry on another node or fail.
-    The transition, the retry's pending deadline and the audit entries are one script."""
-    result = await transitions.fail(job_id, attempt, reason, message, node_id)
+    The transition, the retry's pending deadline and the audit entries are one script; `node_error` is the
+    node's own report (see `outcomes.bounded_node_error`), kept on the attempt."""
+    result = await transitions.fail(job_id, attempt, reason, message, node_id, node_error)
     if result[0] == "STALE":
         return "stale"
     holder, trace_id = result[-2], result[-1]

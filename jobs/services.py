@@ -169,7 +169,10 @@ async def get_job(job_id: str) -> dict[str, Any]:
     job = await client.hgetall(k.job(job_id))
     if not job:
         raise JobNotFound(job_id)
-    attempts = [json.loads(value) for name, value in job.items() if name.startswith("attempt:")]
+    attempts = transitions.attempts_of(job)
+    for entry in attempts:
+        if job.get(f"node_error:{entry['attempt_id']}"):
+            entry["node_error"] = json.loads(job[f"node_error:{entry['attempt_id']}"])
     view: dict[str, Any] = {
         "job_id": job_id,
         "state": job["state"],
@@ -182,7 +185,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
         "created_at": int(job["created_at"]),
         "timings": {name: int(job[name]) for name in ("created_at", "dispatched_at", "acked_at", "ended_at") if job.get(name)},
         "tried_nodes": [n for n in job.get("tried", "").split(",") if n],
-        "attempts": sorted(attempts, key=lambda a: a["attempt_id"]),
+        "attempts": attempts,
     }
     if job.get("result"):
         view["result"] = json.loads(job["result"])

@@ -25,6 +25,9 @@ RETRYABLE = {
     FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT, FailureReason.DISPATCH_FAILED,
     FailureReason.NODE_OFFLINE, FailureReason.NODE_ERROR, FailureReason.MODEL_NOT_AVAILABLE,
 }  # fmt: skip
+# Attempts that ended because the node went away, not because it answered: the node may not have seen the
+# job at all (or restarted and forgot it), so it may take a retry when no untried node has capacity.
+WENT_AWAY = {FailureReason.NODE_OFFLINE, FailureReason.DISPATCH_FAILED}
 # Longer than a selection ever takes (a few reservation attempts), short enough that a selector that died
 # mid-way does not hold a waiting job back for long.
 CLAIM_TTL_MS = 5000
@@ -37,6 +40,12 @@ def now_ms() -> int:
 def member(job_id: str, attempt: int | str) -> str:
     """An attempt's entry in a node's reserved and running sets."""
     return f"{job_id}#{attempt}"
+
+
+def attempts_of(job: dict[str, str]) -> list[dict[str, Any]]:
+    """The attempts of a job read whole (HGETALL), oldest first."""
+    found = [json.loads(value) for name, value in job.items() if name.startswith("attempt:")]
+    return sorted(found, key=lambda attempt: attempt["attempt_id"])
 
 
 def audio_ttl_s(timeout_ms: int) -> int:
@@ -94,14 +103,18 @@ def queue_step(
     scripts.queue(pipe, "job_step", keys().job_slot_keys(job_id), _step_args(attempt, expected, new, fields, node))
 
 
-async def fail(job_id: str, attempt: int | str, reason: str, message: str, node_id: str) -> list[Any]:
-    """End the attempt as failed: retry (attempt + 1, SELECTING) or FAILED (job_fail_attempt.lua)."""
+async def fail(
+    job_id: str, attempt: int | str, reason: str, message: str, node_id: str, node_error: dict[str, Any] | None = None
+) -> list[Any]:
+    """End the attempt as failed: retry (attempt + 1, SELECTING) or FAILED (job_fail_attempt.lua); the node's
+    own error report, when it sent one, is kept on the attempt."""
     return await scripts.run(
         "job_fail_attempt",
         keys().job_slot_keys(job_id),
         [
             str(attempt), reason, settings.JOB_MAX_ATTEMPTS, "1" if reason in RETRYABLE else "0", node_id, message,
             settings.JOB_RETENTION_S, int(settings.JOB_PENDING_TIMEOUT_S * 1000), keys().jobs_ended_channel,
+            json.dumps(node_error) if node_error else "",
         ],
     )  # fmt: skip
 

@@ -5,7 +5,10 @@
 -- retention and the notice to long-polling clients change in the same step.
 -- KEYS: 1 job hash, 2 shard deadline index, 3 shard audit stream
 -- ARGV: 1 attempt, 2 reason, 3 max attempts, 4 retryable ("1"/"0"), 5 node that must hold it ("" = any),
---       6 message, 7 retention s once terminal, 8 pending timeout ms for the retry, 9 ended-jobs channel
+--       6 message, 7 retention s once terminal, 8 pending timeout ms for the retry, 9 ended-jobs channel,
+--       10 the node's own error report (JSON {code, message, details}, bounded by the caller; "" = none), kept
+--          as the caller encoded it in the job hash as `node_error:<attempt>` and in the attempt's audit entry as
+--          the string `node_error_json`: decoding it here would turn its empty lists into objects
 -- Returns: {"RETRY", new_attempt, seq, now_ms, node, trace_id} | {"FAILED", seq, now_ms, node, trace_id}
 --          | {"STALE", state, attempt}
 --#include job
@@ -28,6 +31,8 @@ local error_json = cjson.encode({code = ARGV[2], message = ARGV[6]})
 local last = tonumber(attempt_id) or 0
 local changes = {seq = tostring(seq), tried = tried, updated_at = tostring(now)}
 changes['attempt:' .. attempt_id] = cjson.encode(attempt)
+local node_error = ARGV[10] or ''
+if node_error ~= '' then changes['node_error:' .. attempt_id] = node_error end
 local retry = ARGV[4] == '1' and last < tonumber(ARGV[3])
 if retry then
   local deadline = now + tonumber(ARGV[8])
@@ -40,7 +45,9 @@ else
 end
 hset_job(changes)
 for k, v in pairs(changes) do h[k] = v end
-local entries = {attempt_entry(h.job_id, attempt, seq), job_entry(h)}
+local ended = attempt_entry(h.job_id, attempt, seq)
+if node_error ~= '' then ended.node_error_json = node_error end
+local entries = {ended, job_entry(h)}
 audit(entries)
 if retry then
   return {'RETRY', tostring(last + 1), seq, tostring(now), node, h.trace_id or ''}

@@ -3,8 +3,8 @@
 -- frees itself: when the count says full, expired entries are swept and the count taken again (an expired
 -- entry only ever over-counts, so a node with room needs no sweep).
 -- KEYS: 1 meta, 2 capabilities, 3 cap, 4 reservations, 5 running, 6 unavailable services
--- ARGV: 1 member ("<job_id>#<attempt>"), 2 reservation TTL ms, 3 required service types (JSON array),
---       4 languages the job needs (JSON array)
+-- ARGV: 1 member ("<job_id>#<attempt>"), 2 slot TTL ms (past any deadline of the attempt),
+--       3 required service types (JSON array), 4 languages the job needs (JSON array)
 -- Returns: {"OK", reserved, running, max, acks, channel, transport, dispatch_url, now_ms} (what dispatch needs)
 --          | {"NOT_READY"} | {"DRAINING"} | {"LANGUAGES"} | {"SERVICE", type} | {"UNAVAILABLE", type}
 --          | {"FULL", reserved, running, max} | {"GONE"}
@@ -48,6 +48,12 @@ if reserved + running >= max then
   if held then return {'OK', reserved, running, max, m[5] or '0', m[6] or '', m[7] or '', m[8] or '', tostring(now)} end
   if reserved + running >= max then return {'FULL', reserved, running, max} end
 end
--- NX: a resent call keeps the first expiry.
-reserved = reserved + redis.call('ZADD', KEYS[4], 'NX', now + tonumber(ARGV[2]), ARGV[1])
+-- A node that never acks never says it started: the job it is sent runs as far as anyone can tell, so its
+-- slot is running from now (nodes that ack hold theirs reserved until the ack commits it). NX: a resent call
+-- keeps the first expiry.
+if m[5] == '1' then
+  reserved = reserved + redis.call('ZADD', KEYS[4], 'NX', now + tonumber(ARGV[2]), ARGV[1])
+else
+  running = running + redis.call('ZADD', KEYS[5], 'NX', now + tonumber(ARGV[2]), ARGV[1])
+end
 return {'OK', reserved, running, max, m[5] or '0', m[6] or '', m[7] or '', m[8] or '', tostring(now)}
