@@ -6,6 +6,7 @@ moves the entry on), never later.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from core import metrics, scripts
@@ -13,6 +14,8 @@ from core.redis import get_redis, keys
 from jobs.models import FailureReason, JobState
 from jobs.placement import fail_attempt
 from jobs.transitions import TERMINAL, attempts_of
+
+log = logging.getLogger(__name__)
 
 
 async def sweep_deadlines(limit: int = 500) -> int:
@@ -38,12 +41,14 @@ async def sweep_deadlines(limit: int = 500) -> int:
 
 async def _fire(index: str, job_id: str, score: Any, now: int) -> int:
     job = await get_redis().hmget(
-        keys().job(job_id), ["state", "attempt_id", "node_id", "deadline", "deadline_kind", "waiting_reason"]
+        keys().job(job_id), ["state", "attempt_id", "node_id", "deadline", "deadline_kind", "waiting_reason", "claim", "claim_until"]
     )
-    state, attempt, node_id, deadline, kind, waiting = job
+    state, attempt, node_id, deadline, kind, waiting, claim, claim_until = job
     if state is None or state in TERMINAL or not deadline:
         await scripts.run("deadline_settle", [index], [job_id, score, ""])
         return 0
+    if state == JobState.SELECTING and int(deadline) > now:
+        await _take_over_orphan(job_id, attempt, claim or "", int(claim_until or 0), now)
     if int(deadline) > now:
         await scripts.run("deadline_settle", [index], [job_id, score, int(deadline)])
         return 0
@@ -57,10 +62,26 @@ async def _fire(index: str, job_id: str, score: Any, now: int) -> int:
     elif kind == "job" and state in (JobState.DISPATCHED, JobState.ACKED):
         metrics.TIMEOUTS.labels(kind="job").inc()
         await fail_attempt(job_id, attempt, FailureReason.JOB_TIMEOUT, "no result in time", node_id)
+    elif kind == "reconnect" and state in (JobState.DISPATCHED, JobState.ACKED):
+        await fail_attempt(job_id, attempt, FailureReason.NODE_OFFLINE, "no result after the node reconnected", node_id)
     elif state == JobState.RESERVED:
         # A job left RESERVED by an earlier version of the job path whose instance died before dispatching.
         await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "dispatch did not complete", node_id)
     return 1
+
+
+async def _take_over_orphan(job_id: str, attempt: str, claim: str, claim_until: int, now: int) -> None:
+    """A SELECTING job that nobody places: no live claim of its current attempt, and not in the pending queue
+    (where the pump would find it). Its placer died between creating it (or ending its previous attempt)
+    and placing it. Queued in arrival order, the pump places it on this same beat."""
+    if claim.startswith(f"{attempt}|") and claim_until > now:
+        return  # its placer is at work
+    k = keys()
+    created_at = await get_redis().hget(k.job(job_id), "created_at")
+    if created_at is None or not await get_redis().zadd(k.jobs_pending, {job_id: int(created_at)}, nx=True):
+        return  # gone meanwhile, or already waiting for capacity
+    metrics.JOB_CLAIMS.labels(result="taken_over").inc()
+    log.warning("orphaned job taken over", extra={"event": "job_taken_over", "job_id": job_id, "attempt_id": attempt})
 
 
 async def _earlier_causes(job_id: str, attempt: str) -> str:

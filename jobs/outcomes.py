@@ -166,3 +166,29 @@ async def node_went_offline(node_id: str) -> None:
     for held in members:
         job_id, _, attempt = held.rpartition("#")
         await fail_attempt(job_id, attempt, FailureReason.NODE_OFFLINE, "the node went offline", node_id)
+
+
+async def node_reconnected(node_id: str) -> int:
+    """The node registered on a new connection while it held attempts: its old socket is gone (superseded, or
+    lost with the web process that served it, which then never reported the close). It may still send their
+    results over the new socket; what has not come within NODE_RECONNECT_GRACE_S ends NODE_OFFLINE and goes
+    to another node, instead of waiting out the job timeout. Returns how many attempts got the grace."""
+    k = keys()
+    client = get_redis()
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zrange(k.node_reservations(node_id), 0, -1)
+        pipe.zrange(k.node_running(node_id), 0, -1)
+        reserved, running = await pipe.execute()
+    grace_ms = int(settings.NODE_RECONNECT_GRACE_S * 1000)
+    shortened = 0
+    for held in set(reserved) | set(running):
+        job_id, _, attempt = held.rpartition("#")
+        deadline = await scripts.run("job_deadline_shorten", [k.job(job_id)], [attempt, node_id, grace_ms, "reconnect"])
+        if deadline:
+            # Earlier than the deadline the index holds for it: moved now.
+            await client.zadd(k.job_deadlines(k.job_shard(job_id)), {job_id: int(deadline)})
+            shortened += 1
+    if shortened:
+        log.info("attempts of a reconnected node given a grace", extra={
+            "event": "node_reconnected", "node_id": node_id, "reason": f"{shortened} attempt(s)"})  # fmt: skip
+    return shortened

@@ -227,8 +227,11 @@ async def _place(
     replies = await scripts.run_pipeline("job_dispatch", build)
     step = replies[0]
     if step[0] != "OK":
-        # Cancelled meanwhile, or the claim was taken over by another selector: the slot is not ours to use.
-        await transitions.free_slot(node_id, job_id, attempt)
+        # Cancelled meanwhile, or placed by another selector: this one was paused past its claim and a sweeper
+        # handed the job on. When that placement chose the same node, the reservation above found its slot
+        # (same member), which is not this selector's to free.
+        if not (step[1] in transitions.LIVE and step[2] == str(attempt) and step[3] == node_id):
+            await transitions.free_slot(node_id, job_id, attempt)
         return "stale"
     if queued:
         audio = replies[1]
@@ -340,6 +343,8 @@ async def fail_attempt(
     if holder:
         await transitions.free_slot(holder, job_id, attempt)
         if reason in (FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT):
+            # Marked before the node hears of it: nothing it does after the cancel can race the mark.
+            await _mark_stalled(holder, job_id, reason)
             await send_cancel(job_id, holder, reason.lower(), trace_id)
     context = {"job_id": job_id, "attempt_id": str(attempt), "reason": reason, "node_id": holder, "trace_id": trace_id}
     log.info("attempt failed", extra={"event": "attempt_failed", **context})
@@ -351,6 +356,14 @@ async def fail_attempt(
     waiting = await _leave_queue(job_id)
     ended(job_id, JobState.FAILED, reason, attempt=str(attempt), node_id=holder, trace_id=trace_id, waiting=waiting)
     return "failed"
+
+
+async def _mark_stalled(node_id: str, job_id: str, reason: str) -> None:
+    """No new jobs for a node whose attempt timed out until it shows life (node_stalled.lua): a hung node
+    would otherwise be sent job after job, each waiting out its own timeout."""
+    if await scripts.run("node_stalled", [keys().node_meta(node_id)], []):
+        log.warning("node stalled: no new jobs until it shows life", extra={
+            "event": "node_stalled", "node_id": node_id, "job_id": job_id, "reason": reason})  # fmt: skip
 
 
 async def _leave_queue(job_id: str) -> int:

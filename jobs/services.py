@@ -21,21 +21,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from core import metrics, scripts
 from core.redis import get_redis, keys
-from jobs import placement, transitions, waiters
+from jobs import placement, reconcile, transitions, waiters
 from jobs.deadlines import sweep_deadlines
 from jobs.models import FailureReason, JobState
-from jobs.outcomes import node_went_offline, on_asr_partial, on_job_ack, on_job_result, on_job_started
+from jobs.outcomes import (
+    node_reconnected,
+    node_went_offline,
+    on_asr_partial,
+    on_job_ack,
+    on_job_result,
+    on_job_started,
+)
 from jobs.placement import PASS_THROUGH, fail_attempt, pump_pending, select_and_dispatch
-from jobs.transitions import LIVE, RETRYABLE, TERMINAL
+from jobs.transitions import LIVE, RETRYABLE, TERMINAL, job_audit_data
 
 # The node side and the periodic tasks reach the job path through this module.
 __all__ = [
     "LIVE", "PASS_THROUGH", "RETRYABLE", "TERMINAL", "InvalidJob", "JobConflict", "JobNotFound", "Submitted",
-    "cancel_job", "decode_audio", "fail_attempt", "get_job", "node_went_offline", "on_asr_partial", "on_job_ack",
+    "cancel_job", "decode_audio", "fail_attempt", "get_job", "job_audit_data", "node_reconnected", "node_went_offline",
+    "on_asr_partial", "on_job_ack",
     "on_job_result", "on_job_started", "pump_pending", "retry_job", "select_and_dispatch", "submit_job",
     "sweep_deadlines", "wait_for_job",
 ]  # fmt: skip
@@ -168,7 +177,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
     client = get_redis()
     job = await client.hgetall(k.job(job_id))
     if not job:
-        raise JobNotFound(job_id)
+        return await _from_mirror(job_id)
     attempts = transitions.attempts_of(job)
     for entry in attempts:
         if job.get(f"node_error:{entry['attempt_id']}"):
@@ -194,6 +203,15 @@ async def get_job(job_id: str) -> dict[str, Any]:
     if job.get("error") and job["state"] == JobState.FAILED:
         view["error"] = json.loads(job["error"])
     return view
+
+
+async def _from_mirror(job_id: str) -> dict[str, Any]:
+    """A job Redis does not know: ended past the retention, or lost with Redis's data (then settled FAILED
+    STATE_LOST, jobs/reconcile.py). Unknown to the database as well: JobNotFound."""
+    try:
+        return await database_sync_to_async(reconcile.ended_view)(job_id)
+    except reconcile.NotInMirror:
+        raise JobNotFound(job_id) from None
 
 
 async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:

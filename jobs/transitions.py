@@ -37,6 +37,31 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def orphan_check_ms() -> int:
+    """When the sweeper first looks at a job entering SELECTING: as its placer's claim runs out, so a job whose
+    placer died is taken over then (jobs/deadlines.py), not failed at its pending deadline; the sweep moves the
+    entry on to that deadline afterwards."""
+    return min(CLAIM_TTL_MS, int(settings.JOB_PENDING_TIMEOUT_S * 1000))
+
+
+def job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
+    """A job's audit entry from its live hash, as the transition scripts build it (`lib/job.lua`), for the
+    reconciler that appends the entries of an end whose own were lost with Redis."""
+    request = json.loads(job.get("request") or "{}")
+    utterance_index = job.get("utterance_index", request.get("utterance_index"))
+    return dict(
+        type="job", job_id=job_id, seq=int(job.get("seq") or 0), state=job["state"], reason=job.get("reason", ""),
+        src_lang=job.get("src_lang", ""), tgt_lang=job.get("tgt_lang", ""), pool=job.get("pool", ""),
+        node_id=job.get("node_id", ""), attempt_id=int(job.get("attempt_id") or 1),
+        session_id=job.get("session_id", request.get("session_id") or ""),
+        utterance_index=None if utterance_index in (None, "") else int(utterance_index),
+        trace_id=job.get("trace_id", ""), pinned_node=job.get("pinned", ""), created_at=int(job["created_at"]),
+        ended_at=int(job["ended_at"]) if job.get("ended_at") else None,
+        error=json.loads(job["error"]) if job.get("error") else None,
+        timings={name: int(job[name]) for name in ("dispatched_at", "acked_at", "ended_at") if job.get(name)},
+    )  # fmt: skip
+
+
 def member(job_id: str, attempt: int | str) -> str:
     """An attempt's entry in a node's reserved and running sets."""
     return f"{job_id}#{attempt}"
@@ -65,7 +90,7 @@ def create(pipe: Any, job_id: str, body_hash: str, fields: dict[str, str], audio
         [*k.job_slot_keys(job_id), k.job_audio(job_id)],
         [
             job_id, body_hash, json.dumps(fields), audio, int(settings.JOB_PENDING_TIMEOUT_S * 1000), claim,
-            CLAIM_TTL_MS, audio_ttl_s(int(fields["timeout_ms"])),
+            CLAIM_TTL_MS, audio_ttl_s(int(fields["timeout_ms"])), orphan_check_ms(),
         ],
     )  # fmt: skip
 
@@ -114,7 +139,7 @@ async def fail(
         [
             str(attempt), reason, settings.JOB_MAX_ATTEMPTS, "1" if reason in RETRYABLE else "0", node_id, message,
             settings.JOB_RETENTION_S, int(settings.JOB_PENDING_TIMEOUT_S * 1000), keys().jobs_ended_channel,
-            json.dumps(node_error) if node_error else "",
+            json.dumps(node_error) if node_error else "", orphan_check_ms(),
         ],
     )  # fmt: skip
 

@@ -2,7 +2,9 @@
 -- job an idempotency key already made: a job id derived from the key makes "exists?" and "create" one step.
 -- KEYS: 1 job hash, 2 shard deadline index, 3 shard audit stream, 4 audio
 -- ARGV: 1 job id, 2 body hash, 3 fields (JSON object of strings), 4 audio (base64), 5 pending timeout ms,
---       6 claim token for attempt 1 ("" = none; see job_claim.lua), 7 claim TTL ms, 8 audio TTL s
+--       6 claim token for attempt 1 ("" = none; see job_claim.lua), 7 claim TTL ms, 8 audio TTL s,
+--       9 ms until the sweeper first looks at the job (as the creator's claim runs out: a job whose creator
+--         died is taken over then; the index entry is earlier than the pending deadline, as it may be)
 -- The creator may take the selection claim of attempt 1 in the same step, so it places the job it just made
 -- without a claim round trip of its own. The audio expires by itself, after any life the job can have.
 -- Returns: {"CREATED", now_ms} | {"EXISTS", same_body ("1"/"0")}
@@ -22,6 +24,6 @@ if ARGV[6] ~= '' then
 end
 hset_job(h)
 redis.call('SET', KEYS[4], ARGV[4], 'EX', tonumber(ARGV[8]))
-redis.call('ZADD', KEYS[2], deadline, ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[9]), ARGV[1])
 audit({job_entry(h)})
 return {'CREATED', tostring(now)}

@@ -6,11 +6,12 @@
 --       7 job timeout ms when the job has none, 8 Redis time (ms) the reservation read
 -- The dispatch is stamped with the reservation's Redis time, one round trip earlier, instead of a TIME of its
 -- own: its deadlines start that much early, never late.
--- Returns: {"OK", seq, now_ms, deadline_ms} | {"STALE", state, attempt}
+-- Returns: {"OK", seq, now_ms, deadline_ms} | {"STALE", state, attempt, node}
 --#include job
-local f = redis.call('HMGET', KEYS[1], 'state', 'attempt_id', 'claim', 'seq', 'timeout_ms', 'deadline', 'job_id')
+local f = redis.call('HMGET', KEYS[1], 'state', 'attempt_id', 'claim', 'seq', 'timeout_ms', 'deadline', 'job_id',
+  'node_id')
 if f[1] ~= 'SELECTING' or f[2] ~= ARGV[1] or f[3] ~= ARGV[1] .. '|' .. ARGV[2] then
-  return {'STALE', f[1] or '', f[2] or ''}
+  return {'STALE', f[1] or '', f[2] or '', f[8] or ''}
 end
 local now = tonumber(ARGV[8])
 -- The real node never acks: only the job timeout applies to it.

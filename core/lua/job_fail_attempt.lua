@@ -8,7 +8,9 @@
 --       6 message, 7 retention s once terminal, 8 pending timeout ms for the retry, 9 ended-jobs channel,
 --       10 the node's own error report (JSON {code, message, details}, bounded by the caller; "" = none), kept
 --          as the caller encoded it in the job hash as `node_error:<attempt>` and in the attempt's audit entry as
---          the string `node_error_json`: decoding it here would turn its empty lists into objects
+--          the string `node_error_json`: decoding it here would turn its empty lists into objects,
+--       11 ms until the sweeper first looks at a retry (as its placer's claim would run out: a retry whose
+--          placer died is taken over then)
 -- Returns: {"RETRY", new_attempt, seq, now_ms, node, trace_id} | {"FAILED", seq, now_ms, node, trace_id}
 --          | {"STALE", state, attempt}
 --#include job
@@ -38,7 +40,7 @@ if retry then
   local deadline = now + tonumber(ARGV[8])
   changes.state, changes.attempt_id, changes.node_id, changes.last_error = 'SELECTING', tostring(last + 1), '', error_json
   changes.deadline, changes.deadline_kind = tostring(deadline), 'pending'
-  index_deadline(h.job_id, deadline, h.deadline)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[11]), h.job_id)
 else
   changes.state, changes.reason, changes.error, changes.ended_at = 'FAILED', ARGV[2], error_json, tostring(now)
   changes.deadline, changes.deadline_kind = '', ''

@@ -7,12 +7,14 @@
 --       3 required service types (JSON array), 4 languages the job needs (JSON array)
 -- Returns: {"OK", reserved, running, max, acks, channel, transport, dispatch_url, now_ms} (what dispatch needs)
 --          | {"NOT_READY"} | {"DRAINING"} | {"LANGUAGES"} | {"SERVICE", type} | {"UNAVAILABLE", type}
---          | {"FULL", reserved, running, max} | {"GONE"}
+--          | {"FULL", reserved, running, max} | {"STALLED"} | {"GONE"}
 local m = redis.call('HMGET', KEYS[1], 'status', 'drained', 'languages', 'max_jobs', 'supports_job_ack', 'channel',
-  'transport', 'dispatch_url', 'unavailable_until')
+  'transport', 'dispatch_url', 'unavailable_until', 'stalled')
 if not m[1] then return {'GONE'} end
 if m[2] == '1' then return {'DRAINING'} end
 if m[1] ~= 'ready' then return {'NOT_READY'} end
+-- An attempt on it timed out and it has not shown life since (node_stalled.lua).
+if m[10] == '1' then return {'STALLED'} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
