@@ -11,7 +11,7 @@ import pytest
 
 from core import metrics
 from core.redis import get_redis, keys
-from jobs import placement, services
+from jobs import deadlines, placement, services
 from tests.jobs.support import AUDIO, capacity_in_use, ready_node, result_for
 from tests.support.metrics import parse
 
@@ -58,7 +58,7 @@ async def test_a_job_waiting_for_capacity_is_not_taken_over_twice(start_job_serv
     claim, claim_until = await get_redis().hmget(k.job(submitted.job_id), ["claim", "claim_until"])
     before = metrics.JOB_CLAIMS.labels(result="taken_over")._value.get()
 
-    await services._take_over_orphan(submitted.job_id, "1", claim or "", int(claim_until or 0), 2**62)
+    await deadlines._take_over_orphan(submitted.job_id, "1", claim or "", int(claim_until or 0), 2**62)
 
     assert metrics.JOB_CLAIMS.labels(result="taken_over")._value.get() == before
     assert await get_redis().hget(k.job(submitted.job_id), "state") == "SELECTING"
