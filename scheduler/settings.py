@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "scheduler",
+    "core",
+    "console",
     "access",
     "nodes",
     "pools",
@@ -136,7 +138,7 @@ def channel_layer_hosts(url: str) -> list[dict[str, object]]:
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
+        "BACKEND": "core.channel_layer.ResilientRedisChannelLayer",
         "CONFIG": {
             "hosts": channel_layer_hosts(REDIS_URL or "redis://127.0.0.1:6379/0"),
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",
@@ -265,15 +267,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "scheduler.logs.JsonFormatter"},
-        "console": {"()": "scheduler.logs.ConsoleFormatter"},
+        "json": {"()": "core.logs.JsonFormatter"},
+        "console": {"()": "core.logs.ConsoleFormatter"},
     },
     "handlers": _LOG_HANDLERS,
     "root": {"handlers": list(_LOG_HANDLERS), "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
-        # One line per HTTP request and WebSocket connect (scheduler/serve.py): off unless asked for.
+        # One line per HTTP request and WebSocket connect (supervisor/serve.py): off unless asked for.
         "scheduler.access": {"level": "INFO" if envbool("ACCESS_LOG", False) else "WARNING"},
         # uvicorn logs WebSocket paths with their query string, which can hold a node token.
         "uvicorn.error": {"level": "WARNING"},

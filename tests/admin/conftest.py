@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 
+from core import audit
+from core.redis import run_sync
 from nodes import services
 from nodes.schemas import NodeHeartbeat, NodeRegister
 from nodes.services import Connection, TokenInfo
-from scheduler import audit
-from scheduler.redis import run_sync
 from tests.factories import heartbeat_message, register_message
+from tests.jobs.conftest import jobs_key, start_job_server  # noqa: F401  (shared fixtures)
+from tests.nodes.conftest import issue_token, node_token  # noqa: F401
 
 
 @dataclass

@@ -10,12 +10,10 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 
+from core import audit
 from jobs.loadgen import LoadConfig, run_load
 from nodes.services import drain_node
-from scheduler import audit
-from tests.jobs.conftest import jobs_key, start_job_server  # noqa: F401  (shared fixtures)
 from tests.jobs.support import ready_fleet
-from tests.nodes.conftest import issue_token, node_token  # noqa: F401
 from tests.support.browser import hidden_columns, log_in, operator_page, screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
