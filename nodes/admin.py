@@ -15,18 +15,21 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from access.admin import CredentialForm, ShowSecretOnceMixin
 from core.redis import UNAVAILABLE, run_sync
+from core.timefmt import format_time
 from nodes import services
-from nodes.models import Node, NodeEvent, NodeToken
+from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
 
 T = TypeVar("T")
 
@@ -90,12 +93,21 @@ def _report_not_done(request: HttpRequest, outcomes: dict[str, Any], what: str) 
 
 
 def _heartbeat_age(value: str | None) -> str | None:
-    # Seconds matter here (timeouts are tens of seconds), which Django's date formats leave out.
-    if not value:
-        return None
-    at = datetime.fromisoformat(value)
-    age = max(0, int((timezone.now() - at).total_seconds()))
-    return f"{timezone.localtime(at):%Y-%m-%d %H:%M:%S} ({age} s ago)"
+    return _age(datetime.fromisoformat(value)) if value else None
+
+
+def _age(at: datetime) -> str:
+    """How long ago, to the second (heartbeat timeouts are tens of seconds), with the time itself on hover."""
+    seconds = max(0, int((timezone.now() - at).total_seconds()))
+    if seconds < 120:
+        ago = f"{seconds} s ago"
+    elif seconds < 7200:
+        ago = f"{seconds // 60} min ago"
+    elif seconds < 172800:
+        ago = f"{seconds // 3600} h ago"
+    else:
+        ago = f"{seconds // 86400} days ago"
+    return format_html('<time datetime="{}" title="{}">{}</time>', at.isoformat(), format_time(at), ago)
 
 
 def _pretty_json(value: Any) -> str:
@@ -170,49 +182,73 @@ class NodeEventInline(admin.TabularInline):
         return False
 
 
+class LiveStatusFilter(admin.SimpleListFilter):
+    """Filter by the status Redis holds now (the stored one lags behind): the operator's first question is
+    which nodes are not ready."""
+
+    title = "status (live)"
+    parameter_name = "live"
+    NOT_READY = "not_ready"
+    OFFLINE = "offline"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [
+            (self.NOT_READY, "Not ready"),
+            *[(status.value, status.label) for status in NodeStatus if status != NodeStatus.OFFLINE],
+            (self.OFFLINE, "Offline (not live)"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Node]) -> QuerySet[Node] | None:
+        wanted = self.value()
+        if not wanted:
+            return None
+        live = _live_nodes(request)
+        if live is None:
+            return queryset.none()
+        if wanted == self.OFFLINE:
+            return queryset.exclude(node_id__in=list(live))
+        if wanted == self.NOT_READY:
+            ready = [node_id for node_id, node in live.items() if node["status"] == NodeStatus.READY]
+            return queryset.exclude(node_id__in=ready)
+        return queryset.filter(node_id__in=[node_id for node_id, node in live.items() if node["status"] == wanted])
+
+
+class DrainForm(forms.Form):
+    reason = forms.CharField(
+        max_length=200,
+        help_text="Recorded in the node's event history, e.g. 'replacing the GPU' or 'ticket OPS-123'.",
+        widget=forms.TextInput(attrs={"size": 60, "autofocus": True}),
+    )
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = (
-        "node_id",
-        "live_status",
-        "live_load",
-        "live_reserved",
-        "live_heartbeat",
-        "live_instance",
-        "live_health_reason",
-        "status",
-        "pool",
-        "languages_display",
-        "version",
-        "last_seen_at",
-    )
-    list_filter = ("status", "pool")
+    # The operator's questions first: which node, is it serving (one status: live when Redis knows the node,
+    # else what was stored), where, how loaded, how fresh. Everything else is on the node's page.
+    list_display = ("node_id", "status_now", "pool", "languages_display", "live_load", "version", "last_seen")
+    list_filter = (LiveStatusFilter, "pool", "version")
     search_fields = ("node_id",)
     actions = ("drain", "undrain", "disconnect")
     inlines = (NodeEventInline,)
     fieldsets = (
+        (None, {"fields": ("answer",)}),
         (
-            "Stored record",
+            "Node",
             {
                 "fields": (
-                    "node_id",
-                    "status",
-                    "pool",
-                    "languages",
-                    "version",
-                    "platform",
-                    "transport",
+                    ("pool", "languages_display"),
+                    ("version", "platform", "transport"),
+                    "services_display",
                     "token",
-                    "first_seen_at",
-                    "last_seen_at",
+                    ("first_seen_at", "last_seen_at"),
                     "event_history",
                 )
             },
         ),
-        ("Live state (Redis)", {"fields": ("live_state",)}),
-        ("Capability snapshot", {"fields": ("capabilities_pretty",)}),
+        ("Live state in Redis (raw)", {"fields": ("live_state",), "classes": ("collapse",)}),
+        ("Capability snapshot (raw)", {"fields": ("capabilities_pretty",), "classes": ("collapse",)}),
     )
-    readonly_fields = ("event_history", "live_state", "capabilities_pretty")
+    readonly_fields = ("answer", "languages_display", "services_display", "event_history", "live_state", "capabilities_pretty")
 
     # The record is an audit mirror written by the audit writer: nobody edits, adds or deletes it by hand.
     # Operators act through the actions, which need the `change_node` permission.
@@ -242,49 +278,95 @@ class NodeAdmin(admin.ModelAdmin):
                 messages.warning(request, REDIS_DOWN_WARNING)
         return node
 
-    # --- live columns (read from the attribute set by LiveNodeChangeList / get_object) ---
+    # --- list columns (live values read from the attribute set by LiveNodeChangeList / get_object) ---
 
     @staticmethod
     def _live(node: Node) -> dict[str, Any] | None:
         return getattr(node, "live", None)
 
-    @admin.display(description="live status")
-    def live_status(self, node: Node) -> str | None:
+    @admin.display(description="status")
+    def status_now(self, node: Node) -> str:
+        """The live status when Redis knows the node; otherwise the stored one, marked as such."""
         if getattr(node, "redis_down", True):
-            return None
+            return format_html('{} <span class="quiet">(stored; Redis down)</span>', node.status)
         live = self._live(node)
-        return live["status"] if live else "not live"
+        if live is None:
+            return format_html('<span class="status status-offline">offline</span>')
+        reason = live.get("health_reason") if live["status"] != NodeStatus.READY else ""
+        return format_html(
+            '<span class="status status-{}" title="{}">{}</span>{}',
+            live["status"],
+            reason or "",
+            live["status"],
+            format_html(' <span class="quiet">{}</span>', reason) if reason else "",
+        )
 
-    @admin.display(description="running / max")
+    @admin.display(description="load")
     def live_load(self, node: Node) -> str | None:
         live = self._live(node)
-        return f"{live['running']}/{live['max_concurrent_jobs']}" if live else None
+        if not live:
+            return None
+        reserved = f" +{live['reserved']} reserved" if live["reserved"] else ""
+        return f"{live['running']}/{live['max_concurrent_jobs']}{reserved}"
 
-    @admin.display(description="reserved")
-    def live_reserved(self, node: Node) -> int | None:
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, node: Node) -> str:
         live = self._live(node)
-        return live["reserved"] if live else None
-
-    @admin.display(description="last heartbeat")
-    def live_heartbeat(self, node: Node) -> str | None:
-        live = self._live(node)
-        return _heartbeat_age(live["last_heartbeat_at"]) if live else None
-
-    @admin.display(description="instance")
-    def live_instance(self, node: Node) -> str | None:
-        live = self._live(node)
-        return live["connected_instance"] or None if live else None
-
-    @admin.display(description="health reason")
-    def live_health_reason(self, node: Node) -> str | None:
-        live = self._live(node)
-        return live["health_reason"] or None if live else None
+        if live and live.get("last_heartbeat_at"):
+            at = datetime.fromisoformat(live["last_heartbeat_at"])
+        else:
+            at = node.last_seen_at
+        return _age(at)
 
     @admin.display(description="languages")
     def languages_display(self, node: Node) -> str:
         return ", ".join(node.languages or [])
 
     # --- detail page ---
+
+    @admin.display(description="status")
+    def answer(self, node: Node) -> str:
+        """The first thing on the page: is the node serving, since when, why, and what it is doing."""
+        if getattr(node, "redis_down", False):
+            return format_html("<strong>{}</strong> (stored: Redis is unavailable, the live state is unknown)", node.status)
+        live = self._live(node)
+        latest = node.events.exclude(to_status="").order_by("-at", "-id").first()
+        status = live["status"] if live else "offline"
+        because = ""
+        if latest is not None and latest.to_status == status:
+            because = f" since {format_time(latest.at)}"
+            if latest.reason or latest.actor:
+                because += f" ({latest.kind.replace('_', ' ')} by {latest.actor or 'system'}: {latest.reason or '-'})"
+        if live is None:
+            return format_html(
+                "<strong>offline</strong>{}: Redis does not know this node. Last seen {}.",
+                because,
+                _age(node.last_seen_at),
+            )
+        parts = [
+            f"load {live['running']}/{live['max_concurrent_jobs']} running"
+            + (f", {live['reserved']} reserved" if live["reserved"] else ""),
+            f"pool {live.get('pool') or node.pool or 'none'}",
+            f"last heartbeat {_heartbeat_age(live['last_heartbeat_at']) or 'never'}",
+            f"connected to {live.get('connected_instance') or '-'} over {live.get('transport') or node.transport}",
+        ]
+        if live.get("health_reason"):
+            parts.insert(0, f"health: {live['health_reason']}")
+        return format_html(
+            '<strong class="status status-{}">{}</strong>{}<br>{}', status, status, because, " · ".join(parts)
+        )
+
+    @admin.display(description="services")
+    def services_display(self, node: Node) -> str:
+        live = self._live(node)
+        installed = (live or {}).get("services") or node.capabilities.get("installed_services") or []
+        if not installed:
+            return "-"
+        return format_html_join(
+            ", ",
+            "{} <span class=\"quiet\">{} ({}, {})</span>",
+            ((s.get("type"), s.get("service_id"), s.get("device"), s.get("status")) for s in installed),
+        )
 
     @admin.display(description="live state")
     def live_state(self, node: Node) -> str:
@@ -311,17 +393,31 @@ class NodeAdmin(admin.ModelAdmin):
     @admin.action(
         description="Drain selected nodes (no new jobs; running jobs finish)", permissions=["operate"]
     )
-    def drain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
+    def drain(self, request: HttpRequest, queryset: QuerySet[Node]) -> TemplateResponse | None:
+        """Asks for a reason first (it goes into the event history), then drains."""
+        form = DrainForm(request.POST if "reason" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Drain nodes",
+                "form": form,
+                "nodes": list(queryset.values_list("node_id", flat=True)),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "admin/nodes/drain_reason.html", context)
         actor = _actor(request)
+        reason = form.cleaned_data["reason"]
         ids = list(queryset.values_list("node_id", flat=True))
-        outcomes = _for_each(lambda node_id: services.drain_node(node_id, actor, "admin"), ids)
+        outcomes = _for_each(lambda node_id: services.drain_node(node_id, actor, reason), ids)
         self._report_statuses(request, outcomes, "drained")
+        return None
 
     @admin.action(description="Undrain selected nodes", permissions=["operate"])
     def undrain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         actor = _actor(request)
         ids = list(queryset.values_list("node_id", flat=True))
-        outcomes = _for_each(lambda node_id: services.undrain_node(node_id, actor, "admin"), ids)
+        outcomes = _for_each(lambda node_id: services.undrain_node(node_id, actor, "undrained in the admin"), ids)
         self._report_statuses(request, outcomes, "undrained")
 
     @admin.action(

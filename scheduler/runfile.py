@@ -88,7 +88,15 @@ def redis_address(url: str) -> str:
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}/{database}"
 
 
-def describe(settings: object, redis: bool = True, web: bool = True) -> str:
+def database_address(url: str) -> str:
+    """The database of a DATABASE_URL without its password: the SQLite file, or host/name."""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return f"SQLite {parts.path}"
+    return f"{parts.scheme} {parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def describe(settings: object, redis: bool = True, web: bool = True, database: bool = False) -> str:
     """One line saying which instance a command talks to and why: commands print it (to stderr) so that a
     command pointed at the wrong Redis or port says so before its results, never silently."""
     running: RunInfo | None = getattr(settings, "RUNNING", None)
@@ -106,6 +114,8 @@ def describe(settings: object, redis: bool = True, web: bool = True) -> str:
         parts.append("Redis 127.0.0.1:6379/0 (REDIS_URL is unset and no `make run` is running here)")
     if web:
         parts.append(f"web {web_url}")
+    if database:
+        parts.append(f"database {database_address(getattr(settings, 'DATABASE_URL', ''))}")
     where = ", ".join(parts)
     if running is not None:
         return f"Using the instance `make run` started (pid {running.pid}, {getattr(settings, 'RUN_FILE', '')}): {where}"

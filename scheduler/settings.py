@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Swagger UI's script and styles from the ninja package itself: /api/v1/docs works with no internet access.
+    "ninja",
     "scheduler",
     "core",
     "console",
@@ -107,6 +109,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# Dates and times on screens: one form, UTC to the second (scheduler/formats/, docs/time.md).
+FORMAT_MODULE_PATH = ["scheduler.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

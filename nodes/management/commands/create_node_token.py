@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from nodes.models import NodeToken
 from nodes.services import NODE_ID_RE
+from scheduler import runfile
 
 # Addresses a server binds to but a node cannot dial.
 WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, redis=False, web=False, database=True))
         node_id: str = options["node_id"]
         if node_id and not NODE_ID_RE.match(node_id):
             raise CommandError(f"--node-id {node_id!r}: use only letters, digits and . _ : - (at most 64)")
