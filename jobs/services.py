@@ -446,7 +446,9 @@ async def cancel_job(job_id: str, actor: str) -> dict[str, Any]:
         raise JobNotFound(job_id)
     if job[0] in LIVE:
         step = await _step(job_id, "", list(LIVE), JobState.CANCELLED, {"reason": "CANCELLED", "ended_at": str(_now_ms()),
-                                                                        "cancelled_by": actor, "deadline": ""})
+                                                                        "cancelled_by": actor, "deadline": "",
+                                                                        # Who, for the history: the admin and the API show it.
+                                                                        "error": json.dumps({"code": "CANCELLED", "message": f"cancelled by {actor}"})})
         if step[0] == "OK" and job[2]:
             await _free_slot(job[2], job_id, job[1])
             await _send_cancel(job_id, job[2], "cancelled")
@@ -683,7 +685,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
         view["result"] = json.loads(job["result"])
     if partials:
         view["partials"] = [json.loads(p) for p in partials]
-    if job.get("error") and job["state"] == JobState.FAILED:
+    if job.get("error") and job["state"] in (JobState.FAILED, JobState.CANCELLED):
         view["error"] = json.loads(job["error"])
     return view
 

@@ -225,7 +225,7 @@ class DrainForm(forms.Form):
 class NodeAdmin(admin.ModelAdmin):
     # The operator's questions first: which node, is it serving (one status: live when Redis knows the node,
     # else what was stored), where, how loaded, how fresh. Everything else is on the node's page.
-    list_display = ("node_id", "status_now", "pool", "languages_display", "live_load", "version", "last_seen")
+    list_display = ("node", "status_now", "pool", "languages_display", "live_load", "version", "last_seen")
     list_filter = (LiveStatusFilter, "pool", "version")
     search_fields = ("node_id",)
     actions = ("drain", "undrain", "disconnect")
@@ -283,6 +283,10 @@ class NodeAdmin(admin.ModelAdmin):
     @staticmethod
     def _live(node: Node) -> dict[str, Any] | None:
         return getattr(node, "live", None)
+
+    @admin.display(description="node", ordering="node_id")
+    def node(self, node: Node) -> str:
+        return node.node_id
 
     @admin.display(description="status")
     def status_now(self, node: Node) -> str:
@@ -344,16 +348,26 @@ class NodeAdmin(admin.ModelAdmin):
                 _age(node.last_seen_at),
             )
         parts = [
-            f"load {live['running']}/{live['max_concurrent_jobs']} running"
-            + (f", {live['reserved']} reserved" if live["reserved"] else ""),
-            f"pool {live.get('pool') or node.pool or 'none'}",
-            f"last heartbeat {_heartbeat_age(live['last_heartbeat_at']) or 'never'}",
-            f"connected to {live.get('connected_instance') or '-'} over {live.get('transport') or node.transport}",
+            format_html(
+                "load {}/{} running{}",
+                live["running"],
+                live["max_concurrent_jobs"],
+                f", {live['reserved']} reserved" if live["reserved"] else "",
+            ),
+            format_html("pool {}", live.get("pool") or node.pool or "none"),
+            format_html("last heartbeat {}", _heartbeat_age(live["last_heartbeat_at"]) or "never"),
+            format_html(
+                "connected to {} over {}", live.get("connected_instance") or "-", live.get("transport") or node.transport
+            ),
         ]
         if live.get("health_reason"):
-            parts.insert(0, f"health: {live['health_reason']}")
+            parts.insert(0, format_html("health: {}", live["health_reason"]))
         return format_html(
-            '<strong class="status status-{}">{}</strong>{}<br>{}', status, status, because, " · ".join(parts)
+            '<strong class="status status-{}">{}</strong>{}<br>{}',
+            status,
+            status,
+            because,
+            format_html_join(" · ", "{}", ((part,) for part in parts)),
         )
 
     @admin.display(description="services")

@@ -72,7 +72,8 @@ async def hidden_columns(page: Any, table: str, headers: list[str]) -> dict[str,
             const problems = {};
             const cells = [...document.querySelectorAll(`${table} thead th`)];
             for (const title of headers) {
-                const th = cells.find(c => c.innerText.trim().toLowerCase() === title.toLowerCase());
+                const label = c => (c.querySelector(".text") || c).innerText.trim().toLowerCase();
+                const th = cells.find(c => label(c) === title.toLowerCase());
                 if (!th) { problems[title] = "no such column"; continue; }
                 const box = th.getBoundingClientRect();
                 if (box.right > window.innerWidth || box.width === 0) problems[title] = `right edge at ${box.right}px`;
