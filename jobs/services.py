@@ -420,7 +420,9 @@ async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
     context = {"event": "job_ended", "job_id": job_id, "attempt_id": job.get("attempt_id"), "node_id": job.get("node_id"),
                "trace_id": job.get("trace_id")}  # fmt: skip
-    log.info("job ended %s", state, extra={**context, "reason": reason or None})
+    # One line per finished job would flood the log at any real rate: successes are routine (DEBUG; the metrics
+    # count them), failed and cancelled jobs stay visible.
+    log.log(logging.DEBUG if state == JobState.DONE else logging.INFO, "job ended %s", state, extra={**context, "reason": reason or None})
     if job:
         await audit.record("jobs", **_job_audit_data(job_id, job))
     if waiting:

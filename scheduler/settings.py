@@ -85,8 +85,9 @@ TEMPLATES = [
 
 # --- Database: SQLite by default, anything dj-database-url understands through DATABASE_URL -------------
 
+# The run file names a database only when `make run` was given one (empty: this default).
 DATABASE_URL = envstr(
-    "DATABASE_URL", RUNNING.database_url if RUNNING else f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
+    "DATABASE_URL", (RUNNING.database_url if RUNNING else "") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
 )
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -287,5 +288,7 @@ LOGGING = {
         # One line per periodic task run (every second for the audit writer) would bury everything else.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        # Beat says "Sending due task" for every tick (two lines a second with the default intervals).
+        "celery.beat": {"level": "WARNING"},
     },
 }

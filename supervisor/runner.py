@@ -345,7 +345,8 @@ class Supervisor:
         if not config.redis_url:
             self.redis = start_embedded_redis(self.env)
         self.check_stop()
-        self.run_step("Applying database migrations", ["migrate", "--noinput"])
+        # Quiet: a fresh database would print one line per migration; a failure still prints its error.
+        self.run_step("Applying database migrations", ["migrate", "--noinput", "--verbosity", "0"])
         self.run_step("Making sure an admin account exists", ["ensure_admin"])
         self.start_children(config)
         self.wait_until_ready(config)

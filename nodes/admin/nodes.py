@@ -1,16 +1,10 @@
-"""The operator console for nodes: stored records beside their live state in Redis, the operator actions
-(drain, undrain, disconnect), the event history, and node tokens.
-
-Live state is read through `nodes.services`, once per page, and every action calls a service: the admin
-never writes Redis or a status itself.
-"""
+"""Nodes and their event history: the stored records beside their live state in Redis, and the operator
+actions (drain with a reason, undrain, disconnect)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
@@ -22,97 +16,24 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from access.admin import CredentialForm, ShowSecretOnceMixin
 from core.redis import UNAVAILABLE, run_sync
 from core.timefmt import format_time
 from nodes import services
-from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
-
-T = TypeVar("T")
-
-# Where the live view of all nodes is cached for the rest of one request.
-LIVE_NODES_ATTR = "_live_nodes"
-REDIS_DOWN_WARNING = "Redis is unavailable: live status and load are not shown; the stored records are."
-# Newest events shown inline on a node page; the full history is one link away.
-RECENT_EVENTS = 50
-
-
-class _NotDone:
-    """Why an action did nothing for one node: not live in Redis, or Redis not answering."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-NOT_LIVE = _NotDone("not live")
-REDIS_DOWN = _NotDone("Redis unavailable")
-
-
-def _actor(request: HttpRequest) -> str:
-    return request.user.get_username()
-
-
-def _live_nodes(request: HttpRequest) -> dict[str, dict[str, Any]] | None:
-    """The live view of every node by id, read once per request; None when Redis is down (with a warning)."""
-    if not hasattr(request, LIVE_NODES_ATTR):
-        try:
-            live = {node["node_id"]: node for node in run_sync(services.list_nodes)}
-        except UNAVAILABLE:
-            live = None
-            messages.warning(request, REDIS_DOWN_WARNING)
-        setattr(request, LIVE_NODES_ATTR, live)
-    return getattr(request, LIVE_NODES_ATTR)
-
-
-def _for_each(fn: Callable[[str], Awaitable[T]], ids: Iterable[str]) -> dict[str, T | _NotDone]:
-    """Run a service for several ids inside one event loop (one `run_sync`), keeping each outcome."""
-
-    async def run_all() -> dict[str, T | _NotDone]:
-        outcomes: dict[str, T | _NotDone] = {}
-        for item_id in ids:
-            try:
-                outcomes[item_id] = await fn(item_id)
-            except services.NodeNotFound:
-                outcomes[item_id] = NOT_LIVE
-            except UNAVAILABLE:
-                outcomes[item_id] = REDIS_DOWN
-        return outcomes
-
-    return run_sync(run_all)
-
-
-def _report_not_done(request: HttpRequest, outcomes: dict[str, Any], what: str) -> None:
-    for reason in (NOT_LIVE, REDIS_DOWN):
-        ids = [item_id for item_id, outcome in outcomes.items() if outcome is reason]
-        if ids:
-            level = messages.WARNING if reason is NOT_LIVE else messages.ERROR
-            messages.add_message(request, level, f"Not {what} ({reason.reason}): {', '.join(ids)}")
-
-
-def _heartbeat_age(value: str | None) -> str | None:
-    return _age(datetime.fromisoformat(value)) if value else None
-
-
-def _age(at: datetime) -> str:
-    """How long ago, to the second (heartbeat timeouts are tens of seconds), with the time itself on hover."""
-    seconds = max(0, int((timezone.now() - at).total_seconds()))
-    if seconds < 120:
-        ago = f"{seconds} s ago"
-    elif seconds < 7200:
-        ago = f"{seconds // 60} min ago"
-    elif seconds < 172800:
-        ago = f"{seconds // 3600} h ago"
-    else:
-        ago = f"{seconds // 86400} days ago"
-    return format_html('<time datetime="{}" title="{}">{}</time>', at.isoformat(), format_time(at), ago)
-
-
-def _pretty_json(value: Any) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
-
+from nodes.admin.live import (
+    RECENT_EVENTS,
+    REDIS_DOWN_WARNING,
+    _actor,
+    _age,
+    _for_each,
+    _heartbeat_age,
+    _live_nodes,
+    _NotDone,
+    _pretty_json,
+    _report_not_done,
+)
+from nodes.models import Node, NodeEvent, NodeStatus
 
 # --- nodes ------------------------------------------------------------------------------------------------------
 
@@ -213,6 +134,27 @@ class LiveStatusFilter(admin.SimpleListFilter):
         return queryset.filter(node_id__in=[node_id for node_id, node in live.items() if node["status"] == wanted])
 
 
+class LiveInstanceFilter(admin.SimpleListFilter):
+    """The nodes whose socket a web instance holds now (the live page links each instance here)."""
+
+    title = "instance (live)"
+    parameter_name = "instance"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        live = _live_nodes(request) or {}
+        instances = sorted({node["connected_instance"] for node in live.values() if node.get("connected_instance")})
+        return [(instance, instance) for instance in instances]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Node]) -> QuerySet[Node] | None:
+        wanted = self.value()
+        if not wanted:
+            return None
+        live = _live_nodes(request)
+        if live is None:
+            return queryset.none()
+        return queryset.filter(node_id__in=[i for i, node in live.items() if node.get("connected_instance") == wanted])
+
+
 class DrainForm(forms.Form):
     reason = forms.CharField(
         max_length=200,
@@ -226,7 +168,7 @@ class NodeAdmin(admin.ModelAdmin):
     # The operator's questions first: which node, is it serving (one status: live when Redis knows the node,
     # else what was stored), where, how loaded, how fresh. Everything else is on the node's page.
     list_display = ("node", "status_now", "pool", "languages_display", "live_load", "version", "last_seen")
-    list_filter = (LiveStatusFilter, "pool", "version")
+    list_filter = (LiveStatusFilter, "pool", LiveInstanceFilter, "version")
     search_fields = ("node_id",)
     actions = ("drain", "undrain", "disconnect")
     inlines = (NodeEventInline,)
@@ -484,108 +426,3 @@ class NodeEventAdmin(admin.ModelAdmin):
     @admin.display(description="details")
     def details_pretty(self, event: NodeEvent) -> str:
         return _pretty_json(event.details)
-
-
-# --- node tokens ------------------------------------------------------------------------------------------------
-
-
-class NodeTokenForm(CredentialForm):
-    class Meta:
-        model = NodeToken
-        fields = ("name", "node_id", "expires_at")
-
-    def clean_node_id(self) -> str:
-        node_id = self.cleaned_data.get("node_id", "")
-        # A binding the register path would refuse makes a token that can never be used.
-        if node_id and not services.NODE_ID_RE.match(node_id):
-            raise forms.ValidationError("A node id holds only letters, digits and . _ : - (at most 64).")
-        return node_id
-
-
-@admin.register(NodeToken)
-class NodeTokenAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
-    secret_label = "node token"
-    secret_hint = "Nodes connect to ws://<host>/ws/node?token=<token> (or send it as a Bearer header)."
-    form = NodeTokenForm
-    list_display = ("id", "name", "bound_node", "created_at", "expires_at", "revoked_at", "last_used_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
-    search_fields = ("id", "name", "node_id")
-    actions = ("revoke",)
-
-    def get_fields(self, request: HttpRequest, obj: NodeToken | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ("name", "node_id", "expires_at")
-        # secret_hash is never listed: even a hash of a bearer secret has no business on a screen.
-        return (
-            "id",
-            "name",
-            "node_id",
-            "expires_at",
-            "created_at",
-            "created_by",
-            "revoked_at",
-            "revoked_by",
-            "last_used_at",
-        )
-
-    def get_readonly_fields(self, request: HttpRequest, obj: NodeToken | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ()
-        # Binding and expiry are copied onto live connections at handshake, so editing them later would
-        # not reach sockets already open: revoke and issue a new token instead.
-        return (
-            "id",
-            "node_id",
-            "expires_at",
-            "created_at",
-            "created_by",
-            "revoked_at",
-            "revoked_by",
-            "last_used_at",
-        )
-
-    def has_delete_permission(self, request: HttpRequest, obj: NodeToken | None = None) -> bool:
-        # Deleting would drop the trail of who held it; revoking keeps it.
-        return False
-
-    @admin.display(description="bound node")
-    def bound_node(self, token: NodeToken) -> str:
-        return token.node_id or "any"
-
-    def save_model(self, request: HttpRequest, obj: NodeToken, form: forms.ModelForm, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        token, plaintext = NodeToken.issue(
-            obj.name, node_id=obj.node_id, expires_at=obj.expires_at, created_by=request.user
-        )
-        obj.pk = token.pk
-        obj.refresh_from_db()
-        self.remember_secret(request, plaintext)
-
-    @admin.action(
-        description="Revoke selected tokens (closes the sockets that use them)", permissions=["change"]
-    )
-    def revoke(self, request: HttpRequest, queryset: QuerySet[NodeToken]) -> None:
-        already = set(queryset.filter(revoked_at__isnull=False).values_list("id", flat=True))
-        ids = list(queryset.values_list("id", flat=True))
-        actor = _actor(request)
-        # Already revoked tokens go through the service too: it re-flags their live nodes in Redis.
-        outcomes = _for_each(lambda token_id: services.revoke_token(token_id, actor), ids)
-        done = [
-            f"{token_id} ({told} live connection{'s' if told != 1 else ''} closed)"
-            for token_id, told in outcomes.items()
-            if isinstance(told, int) and token_id not in already
-        ]
-        if done:
-            messages.success(request, f"Revoked: {', '.join(done)}")
-        if already:
-            messages.info(request, f"Already revoked: {', '.join(sorted(already))}")
-        failed = [token_id for token_id, outcome in outcomes.items() if outcome is REDIS_DOWN]
-        if failed:
-            # The database update runs before Redis is touched, so these are revoked for new handshakes.
-            messages.error(
-                request,
-                "Revoked in the database, but live connections could not be closed (Redis unavailable): "
-                f"{', '.join(failed)}. Run the action again once Redis is back.",
-            )
