@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from scheduler import runfile
+from core import runfile
 from scheduler.env import envbool, envfloat, envint, envlist, envnets, envstr, raw
 
 BASE_DIR = Path(__file__).resolve().parent.parent

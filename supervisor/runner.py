@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from scheduler import runfile
+from core import runfile
 from scheduler.env import EnvError, envbool, envchoice, envint, raw
 from supervisor.embedded_redis import (
     RedisProcess,

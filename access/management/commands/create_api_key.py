@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from access.models import ApiKey, Scope
-from scheduler import runfile
+from core import runfile
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from console import doctor
-from scheduler import runfile
+from core import runfile
 
 
 class Command(BaseCommand):

@@ -12,8 +12,8 @@ import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core import runfile
 from jobs.loadgen import MAX_WAIT_S, LoadConfig, LoadReport, run_load
-from scheduler import runfile
 
 API_KEY_ENV = "SCHEDULER_API_KEY"
 

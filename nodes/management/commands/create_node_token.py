@@ -12,9 +12,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core import runfile
 from nodes.models import NodeToken
 from nodes.services import NODE_ID_RE
-from scheduler import runfile
 
 # Addresses a server binds to but a node cannot dial.
 WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}

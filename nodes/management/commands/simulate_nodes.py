@@ -12,8 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core import runfile
 from nodes.simulator import Fleet, SimulatedNodeConfig, display_url
-from scheduler import runfile
 
 
 def default_url() -> str:

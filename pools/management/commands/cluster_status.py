@@ -8,9 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core import runfile
 from core.redis import UNAVAILABLE, redis_url, run_sync
 from pools import overview
-from scheduler import runfile
 
 
 def duration(seconds: float) -> str:
