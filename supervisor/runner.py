@@ -20,10 +20,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 from core import runfile
+from core.timefmt import iso
 from scheduler.env import EnvError, envbool, envchoice, envint, raw
 from supervisor.embedded_redis import (
     RedisProcess,
@@ -417,7 +419,8 @@ class Supervisor:
             self.sleep(0.5)
         raise StepFailed(
             f"{url} did not answer 200 within {READY_TIMEOUT_S:g} s.\nLast answer: {last}\n"
-            "The logs above should say why (a Redis or database problem, usually)."
+            f"The errors above (and {self.env.get('LOG_FILE') or 'the log'}, which has every line) should say "
+            "why (a Redis or database problem, usually)."
         )
 
     def write_run_file(self, config: Config) -> None:
@@ -425,7 +428,7 @@ class Supervisor:
             return
         info = runfile.RunInfo(
             pid=os.getpid(),
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            started_at=iso(datetime.now(UTC)) or "",
             url=config.base_url,
             node_url=f"{config.base_url.replace('http://', 'ws://', 1)}/ws/node",
             web_host=config.web_host,
