@@ -255,12 +255,13 @@ LOG_FORMAT = envstr("LOG_FORMAT", "json")  # "json" or "console"
 # With LOG_FILE set, every line at LOG_LEVEL goes to that file (JSON lines, appended by every process) and the
 # terminal gets only LOG_CONSOLE_LEVEL and above: `make run` sets both so its terminal stays readable.
 LOG_FILE = envstr("LOG_FILE", "")
-LOG_CONSOLE_LEVEL = envstr("LOG_CONSOLE_LEVEL", LOG_LEVEL).upper()
+# Unset: the terminal gets what the loggers pass (Celery's `-l` raises the root level of its processes).
+LOG_CONSOLE_LEVEL = envstr("LOG_CONSOLE_LEVEL", "").upper()
 _LOG_HANDLERS: dict[str, dict[str, object]] = {
     "stderr": {
         "class": "logging.StreamHandler",
         "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "console") else "json",
-        "level": LOG_CONSOLE_LEVEL,
+        **({"level": LOG_CONSOLE_LEVEL} if LOG_CONSOLE_LEVEL else {}),
     },
 }
 if LOG_FILE:
@@ -271,6 +272,7 @@ ADMIN_PASSWORD_FILE = envstr("ADMIN_PASSWORD_FILE", "")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"beat_ticks": {"()": "core.logs.DropBeatTicks"}},
     "formatters": {
         "json": {"()": "core.logs.JsonFormatter"},
         "console": {"()": "core.logs.ConsoleFormatter"},
@@ -288,7 +290,8 @@ LOGGING = {
         # One line per periodic task run (every second for the audit writer) would bury everything else.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
-        # Beat says "Sending due task" for every tick (two lines a second with the default intervals).
-        "celery.beat": {"level": "WARNING"},
+        # Beat says "Sending due task" for every tick (two lines a second with the default intervals): those
+        # lines only at DEBUG; its start and its errors as usual.
+        "celery.beat": {"filters": [] if LOG_LEVEL == "DEBUG" else ["beat_ticks"]},
     },
 }
