@@ -7,6 +7,7 @@ outcome back here, so a page shows the change a moment after the action.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -22,6 +23,10 @@ from jobs.models import TERMINAL_STATES, Job, JobAttempt, JobState
 
 NOT_LIVE = "not live: ended longer ago than the retention, or unknown to Redis"
 REDIS_DOWN = "Redis unavailable"
+
+
+def _pretty_json(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def _for_each_job(
@@ -65,7 +70,7 @@ def _report(
 
 class JobAttemptInline(admin.TabularInline):
     model = JobAttempt
-    fields = ("attempt_id", "node_id", "state", "reason", "started_at", "ended_at", "duration")
+    fields = ("attempt_id", "node_id", "state", "reason", "node_error_pretty", "started_at", "ended_at", "duration")
     readonly_fields = fields
     ordering = ("attempt_id",)
     extra = 0
@@ -76,6 +81,10 @@ class JobAttemptInline(admin.TabularInline):
         if attempt.started_at is None or attempt.ended_at is None:
             return None
         return format_duration(attempt.ended_at - attempt.started_at)
+
+    @admin.display(description="node's error")
+    def node_error_pretty(self, attempt: JobAttempt) -> str | None:
+        return _pretty_json(attempt.node_error) if attempt.node_error else None
 
     def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False
