@@ -22,6 +22,7 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
+from access import throttle
 from access.models import ApiKey, Scope
 from core import credentials, metrics
 
@@ -42,6 +43,8 @@ class AuthRefused(HttpError):
     of the presented key, when there was one, for the log line."""
 
     code = "UNAUTHORIZED"
+
+    retry_after_s: int | None = None
 
     def __init__(
         self, status: int, message: str, reason: str, key_id: str = "", details: dict[str, Any] | None = None
@@ -66,6 +69,24 @@ class Forbidden(AuthRefused):
         self, message: str, reason: str, key_id: str = "", details: dict[str, Any] | None = None
     ) -> None:
         super().__init__(403, message, reason, key_id, details)
+
+
+class RateLimited(AuthRefused):
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            429,
+            "too many wrong API keys from this address; retry later",
+            "rate_limited",
+            details={"retry_after_s": retry_after_s},
+        )
+        self.retry_after_s = retry_after_s
+
+
+def client_address(request: HttpRequest) -> str:
+    """The peer's address as the server saw it (after its proxy-header handling, if configured)."""
+    return str(request.META.get("REMOTE_ADDR") or "")
 
 
 def _refuse(exc: AuthRefused) -> NoReturn:
@@ -105,9 +126,17 @@ class ApiAuth(HttpBearer):
         key = _recently_verified(token)
         reason = ""
         if key is None:
+            address = client_address(request)
+            try:
+                await throttle.check("api_key", address)
+            except throttle.Throttled as exc:
+                _refuse(RateLimited(exc.retry_after_s))
             key, reason = await database_sync_to_async(check_key)(token)
             if key is not None:
                 _remember(token, key)
+            elif reason in ("malformed", "invalid"):
+                # Revoked and expired keys are known ones, used by a forgetful client, not guesses.
+                await throttle.record_failure("api_key", address)
         key_id = _public_id(token)
         if key is None:
             _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
@@ -189,8 +218,7 @@ def _refusal_reason(presented: str) -> str:
 
 
 def _public_id(presented: str) -> str:
-    parts = credentials.split(presented)
-    return parts[0][:32] if parts else ""
+    return credentials.public_id(presented)
 
 
 def actor_of(request: HttpRequest) -> str:

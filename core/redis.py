@@ -242,6 +242,9 @@ class Keys:
     def stats_sample_claim(self, slot: int) -> str:
         return f"{self.prefix}:stats:sample:{slot}"
 
+    def auth_failures(self, kind: str, address: str) -> str:
+        return f"{self.prefix}:authfail:{{{kind}:{address}}}"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
 

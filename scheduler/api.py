@@ -19,9 +19,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 from ninja.openapi.docs import render_template
+from ninja.parser import Parser
 
 from access.auth import AuthRefused
-from core import metrics
+from core import metrics, safe_json
 from core.api_errors import ApiError
 from core.redis import UNAVAILABLE
 from jobs.api import router as jobs_router
@@ -29,6 +30,7 @@ from nodes.api import NodeLinkError
 from nodes.api import link as node_link_router
 from nodes.api import router as nodes_router
 from pools.api import router as pools_router
+from scheduler.openapi_errors import add_error_responses
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,9 @@ Control plane of the lingua speech-translation network.
 The node link (`/node-link/`) takes node tokens instead.
 
 **Errors:** `{"error": {"code": "SOME_CODE", "message": "human text", "details": {...}}}` with 400
-(`VALIDATION_ERROR`, `details.fields` name the fields), 401 `UNAUTHORIZED`, 403 `FORBIDDEN`, 404 `NOT_FOUND`,
-503 `DEPENDENCY_DOWN` (with `Retry-After`), 500 `INTERNAL_ERROR`. The node link answers errors with the node
+(`VALIDATION_ERROR`, `details.fields` name the fields; `BAD_REQUEST` for a body that is not bounded JSON), 401
+`UNAUTHORIZED`, 403 `FORBIDDEN`, 404 `NOT_FOUND`, 409 `CONFLICT`, 413 `TOO_LARGE`, 429 `RATE_LIMITED` (with
+`Retry-After`), 503 `DEPENDENCY_DOWN` (with `Retry-After`), 500 `INTERNAL_ERROR`. The node link answers errors with the node
 protocol's frame instead: `{"type": "error", "code", "message", "details"?}`.
 """
 
@@ -73,7 +76,24 @@ class CsrfSwagger(Swagger):
         return render_template(request, self.template, self.template_cdn, context)
 
 
-api = NinjaAPI(
+class BoundedParser(Parser):
+    """REST bodies parsed as node frames are: bounded depth, finite numbers, integers a JSON reader keeps."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        try:
+            return safe_json.loads(request.body, settings.PEER_JSON_MAX_DEPTH)
+        except safe_json.JsonRejected as exc:
+            metrics.PEER_JSON_REJECTED.labels(where="rest", reason=exc.reason).inc()
+            raise
+
+
+class SchedulerApi(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None) -> Any:
+        return add_error_responses(super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params))
+
+
+api = SchedulerApi(
+    parser=BoundedParser(),
     title="lingua-scheduler",
     version="1",
     description=DESCRIPTION,
@@ -100,6 +120,7 @@ def error_answer(
     body: dict[str, Any] | None = None,
     token_id: str = "",
     exc_info: BaseException | None = None,
+    retry_after_s: int | None = None,
 ) -> JsonResponse:
     """The one way an error leaves the API: logged once, counted, and 503s told when to come back."""
     metrics.API_ERRORS.labels(code=code).inc()
@@ -115,7 +136,9 @@ def error_answer(
     if body is None:
         body = {"error": {"code": code, "message": message, "details": details or {}}}
     response = JsonResponse(body, status=status)
-    if status == 503:
+    if retry_after_s is not None:
+        response["Retry-After"] = str(retry_after_s)
+    elif status == 503:
         response["Retry-After"] = str(RETRY_AFTER_S)
     # Django's request logger would log every 4xx/5xx a second time; this is its own "already logged" flag.
     response._has_been_logged = True  # type: ignore[attr-defined]
@@ -138,11 +161,19 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 @api.exception_handler(AuthRefused)
 def auth_refused(request: HttpRequest, exc: AuthRefused) -> HttpResponse:
-    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, token_id=exc.key_id)
+    return error_answer(
+        request, exc.status_code, exc.code, exc.message, exc.details, token_id=exc.key_id, retry_after_s=exc.retry_after_s
+    )
 
 
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, safe_json.JsonRejected):
+        # Ninja wraps whatever the parser raised as "Cannot parse request body"; say what was wrong.
+        reason = exc.__cause__
+        return error_answer(
+            request, 400, "BAD_REQUEST", f"the body was refused: {reason.message}", {"reason": reason.reason}
+        )
     return error_answer(request, exc.status_code, STATUS_CODES.get(exc.status_code, "ERROR"), exc.message)
 
 
@@ -164,7 +195,9 @@ def api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 
 @api.exception_handler(NodeLinkError)
 def node_link_error(request: HttpRequest, exc: NodeLinkError) -> HttpResponse:
-    return error_answer(request, exc.status, exc.code, exc.message, body=exc.frame())
+    return error_answer(
+        request, exc.status, exc.code, exc.message, body=exc.frame(), token_id=exc.token_id, retry_after_s=exc.retry_after_s
+    )
 
 
 def dependency_down(request: HttpRequest, exc: Exception) -> HttpResponse:

@@ -127,6 +127,8 @@ def ensure_var_dir() -> None:
     if not VAR_DIR.is_dir():
         say(f"Creating {VAR_DIR} for the SQLite database and the beat schedule")
         VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # The database and the generated secret key live here: other users of the machine get nothing.
+    VAR_DIR.chmod(0o700)
 
 
 def check_port_free(config: Config) -> None:
@@ -621,6 +623,8 @@ class Supervisor:
 
 
 def main() -> int:
+    # Files the supervisor and its children create (database, WAL, beat schedule, logs) are private.
+    os.umask(0o077)
     return Supervisor(os.environ).run()
 
 

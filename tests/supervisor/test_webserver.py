@@ -10,7 +10,7 @@ import pytest
 
 from scheduler.env import EnvError
 from supervisor.runner import Config
-from supervisor.webserver import APPLICATION, DEFAULT_SERVER, server_command
+from supervisor.webserver import APPLICATION, DEFAULT_SERVER, HTTP_PROTOCOL, server_command
 from tests.nodes.conftest import node_token  # noqa: F401, F811  (shared fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +31,9 @@ def test_an_unknown_server_is_refused_naming_the_variable() -> None:
     ("server", "expected"),
     [
         ("uvicorn", ["-m", "uvicorn", "--host", "0.0.0.0", "--port", "9000", "--lifespan", "on", "--no-access-log",
-                     "--no-server-header", "--ws-per-message-deflate", "false", "--ws-max-size", "2048",
-                     "--ws-ping-interval", "5", "--ws-ping-timeout", "10", "--timeout-graceful-shutdown", "5", APPLICATION]),
+                     "--no-server-header", "--ws-per-message-deflate", "false", "--http", HTTP_PROTOCOL, "--ws-max-size",
+                     "2048", "--ws-ping-interval", "5", "--ws-ping-timeout", "10", "--timeout-graceful-shutdown", "5",
+                     APPLICATION]),
         ("daphne", ["-m", "supervisor.serve", "-b", "0.0.0.0", "-p", "9000", "--websocket-max-message-size", "2048",
                     "--websocket-max-frame-size", "2048", "--ping-interval", "5", "--ping-timeout", "10",
                     "--application-close-timeout", "5", APPLICATION]),
