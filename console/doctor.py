@@ -216,9 +216,12 @@ def check_redis_persistence(client: redis.Redis) -> Finding:
             "redis.persistence",
             f"snapshots only (save '{save}'): a restart rolls live state back to the last snapshot; {recovery}",
         )
-    return passed(
+    # A warning, not a pass: losing in-flight jobs on a Redis restart should be a decision, not a default.
+    return warned(
         "redis.persistence",
         f"persistence off (save '', appendonly no): a restart loses all live state; {recovery}",
+        "if losing in-flight jobs on a Redis restart is not acceptable, turn on `appendonly yes` (the embedded "
+        "Redis of `make run` is meant for trying things out and persists nothing)",
     )
 
 

@@ -381,7 +381,10 @@ def ended(job_id: str, state: str, reason: str = "", *, attempt: str, node_id: s
     metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
     stats.record_end(job_id, state, reason, succeeded=state == JobState.DONE)
     context = {"event": "job_ended", "job_id": job_id, "attempt_id": attempt, "node_id": node_id or None, "trace_id": trace_id}
-    log.info("job ended %s", state, extra={**context, "reason": reason or None})
+    # One line per finished job would flood the log at any real rate: successes are routine (DEBUG; the metrics
+    # count them), failed and cancelled jobs stay visible.
+    level = logging.DEBUG if state == JobState.DONE else logging.INFO
+    log.log(level, "job ended %s", state, extra={**context, "reason": reason or None})
     if waiting if waiting is not None else queue_seen.waiting:
         # A slot may have freed: give waiting jobs their chance in arrival order.
         connections.spawn(pump_pending())

@@ -200,7 +200,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
         view["result"] = json.loads(job["result"])
     if int(job.get("partials") or 0):
         view["partials"] = [json.loads(p) for p in await client.lrange(k.job_partials(job_id), 0, -1)]
-    if job.get("error") and job["state"] == JobState.FAILED:
+    if job.get("error") and job["state"] in (JobState.FAILED, JobState.CANCELLED):
         view["error"] = json.loads(job["error"])
     return view
 
@@ -259,7 +259,11 @@ async def cancel_job(job_id: str, actor: str) -> dict[str, Any]:
     if job[0] is None:
         raise JobNotFound(job_id)
     if job[0] in LIVE:
-        step = await transitions.step(job_id, "", list(LIVE), JobState.CANCELLED, {"reason": "CANCELLED", "cancelled_by": actor})
+        # Who cancelled it, for the history: the admin and the API show it as the job's error.
+        error = json.dumps({"code": "CANCELLED", "message": f"cancelled by {actor}"})
+        step = await transitions.step(
+            job_id, "", list(LIVE), JobState.CANCELLED, {"reason": "CANCELLED", "cancelled_by": actor, "error": error}
+        )
         if step[0] == "OK":
             node_id, attempt, trace_id = step[4], step[5], step[7]
             if node_id:
