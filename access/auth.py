@@ -102,25 +102,7 @@ class ApiAuth(HttpBearer):
         _refuse(Unauthorized("send 'Authorization: Bearer <api key>'", "missing"))
 
     async def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
-        key = _recently_verified(token)
-        reason = ""
-        if key is None:
-            key, reason = await database_sync_to_async(check_key)(token)
-            if key is not None:
-                _remember(token, key)
-        key_id = _public_id(token)
-        if key is None:
-            _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
-        if not key.allows(self.scope):
-            _refuse(
-                Forbidden(
-                    f"this API key lacks the {self.scope.value} scope",
-                    "scope",
-                    key_id,
-                    {"required_scope": self.scope.value},
-                )
-            )
-        return key
+        return await verify_key(token, self.scope)
 
     async def _staff(self, request: HttpRequest) -> AbstractBaseUser:
         user = await request.auser()
@@ -156,6 +138,23 @@ def _remember(presented: str, key: ApiKey) -> None:
 
 def forget_verified_keys() -> None:
     _verified.clear()
+
+
+async def verify_key(presented: str, scope: Scope) -> ApiKey:
+    """The active key `presented` names if it holds `scope`; otherwise AuthRefused (401 or 403), counted.
+    The one check of a key for the REST API and the session socket."""
+    key = _recently_verified(presented)
+    reason = ""
+    if key is None:
+        key, reason = await database_sync_to_async(check_key)(presented)
+        if key is not None:
+            _remember(presented, key)
+    key_id = _public_id(presented)
+    if key is None:
+        _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
+    if not key.allows(scope):
+        _refuse(Forbidden(f"this API key lacks the {scope.value} scope", "scope", key_id, {"required_scope": scope.value}))
+    return key
 
 
 def require(scope: Scope) -> ApiAuth:

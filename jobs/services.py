@@ -509,7 +509,11 @@ async def on_asr_partial(message: Any, node_id: str) -> None:
         return
     if job[0] == JobState.DISPATCHED:
         await acknowledged(message.job_id, job[2], node_id)
-    await get_redis().rpush(k.job_partials(message.job_id), json.dumps({"text": message.text, "is_final": message.is_final, "at": _now_ms()}))
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.rpush(k.job_partials(message.job_id), json.dumps({"text": message.text, "is_final": message.is_final, "at": _now_ms()}))
+        # Session sockets relay partials as they come (jobs/waiters.py); in the same round trip.
+        pipe.publish(k.jobs_progress_channel, message.job_id)
+        await pipe.execute()
 
 
 async def on_job_result(message: Any, node_id: str) -> None:
