@@ -3,11 +3,13 @@ from django.urls import path, re_path
 
 from scheduler import live, views
 from scheduler.api import api, unknown_route
+from sessions.admin import live_sessions_page
 
 urlpatterns = [
     # admin_view: staff only, never cached.
     path("admin/cluster/", admin.site.admin_view(live.cluster_page), name="live_cluster"),
     path("admin/cluster/data", admin.site.admin_view(live.cluster_json), name="live_cluster_data"),
+    path("admin/sessions/live/", admin.site.admin_view(live_sessions_page), name="live_sessions"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", unknown_route),

@@ -128,8 +128,10 @@ class LiveSession:
             _, late = await asyncio.wait(pending, timeout=settings.SESSIONS_CLOSE_WAIT_S)
             for task in late:
                 task.cancel()
-        await self.send({"type": "session_close_ack", "session_id": self.ctx.session_id})
+        # Ended (slot freed, audit entry written) before the ack, so a client that opens a new session on
+        # receiving it finds the slot free.
         await self._end(reason or "session_close")
+        await self.send({"type": "session_close_ack", "session_id": self.ctx.session_id})
 
     async def abandon(self, reason: str) -> None:
         """The socket is gone (or a new session_init replaced this session): drop the buffer, stop following

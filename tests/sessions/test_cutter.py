@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sessions.audio import duration_ms, plan_a, plan_a_packets
-from sessions.cutting import CutReason, Cutter, CutRules
+from sessions.cutting import CutReason, CutRules, Cutter
 
 CHUNK = plan_a([b"\x41" * 60] * 13)  # 260 ms of Plan A, as the web client sends
 

@@ -9,7 +9,7 @@ import pytest
 
 from sessions.audio import plan_a_packets
 from tests.jobs.support import REQUIRED_ASSIGN_FIELDS, capacity_in_use, ready_node, result_for
-from tests.sessions.support import SessionClient, opus_chunk, web_session_init
+from tests.sessions.support import SessionClient, web_session_init
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
