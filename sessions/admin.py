@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from scheduler.redis import UNAVAILABLE, run_sync
+from core.redis import UNAVAILABLE, run_sync
 from sessions import registry
 from sessions.models import SessionRecord
 

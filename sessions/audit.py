@@ -1,4 +1,4 @@
-"""Applies session audit entries (see scheduler/audit.py) to SessionRecord rows in bulk.
+"""Applies session audit entries (see core/audit.py) to SessionRecord rows in bulk.
 
 A session writes two entries, `opened` and `closed`; they may arrive in one batch, out of order or twice
 (a batch claimed again after a writer crashed), so each sets only its own fields and a row is created by

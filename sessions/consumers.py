@@ -20,8 +20,8 @@ from django.conf import settings
 
 from access.auth import AuthRefused, verify_key
 from access.models import Scope
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE
+from core import metrics
+from core.redis import UNAVAILABLE
 from sessions import services
 from sessions.limits import origin_allowed
 from sessions.schemas import (

@@ -15,8 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
-from scheduler import scripts
-from scheduler.redis import get_redis, keys
+from core import scripts
+from core.redis import get_redis, keys
 
 # Sessions without a key (SESSIONS_OPEN_ACCESS) share one bucket of slots.
 OPEN_BUCKET = "open"

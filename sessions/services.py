@@ -18,10 +18,10 @@ from typing import Any
 
 from django.conf import settings
 
+from core import audit, metrics
 from jobs import services as jobs
 from jobs import waiters
 from jobs.languages import ISO_639_1
-from scheduler import audit, metrics
 from sessions import registry
 from sessions.schemas import SessionInit
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from django.conf import settings
 
+from core import metrics
+from core.redis import UNAVAILABLE
 from jobs.services import InvalidJob, JobConflict
 from nodes import connections
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE
 from sessions import audio, services
 from sessions.cutting import Cut, CutReason, CutRules, Cutter
 from sessions.limits import AudioBudget

@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from access.models import ApiKey, Scope
-from scheduler.redis import get_redis, keys
+from core.redis import get_redis, keys
 from tests.jobs.support import capacity_in_use, ready_node, result_for
 from tests.sessions.support import SessionClient
 

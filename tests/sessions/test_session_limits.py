@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from scheduler.redis import get_redis, keys
+from core.redis import get_redis, keys
 from tests.sessions.support import SessionClient, opus_chunk
 
 pytestmark = pytest.mark.django_db(transaction=True)

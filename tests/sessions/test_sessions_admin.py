@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from scheduler import audit
+from core import audit
 from sessions.models import SessionRecord
 from tests.jobs.support import ready_node, result_for
 from tests.sessions.support import SessionClient, two_way_session_init

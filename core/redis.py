@@ -236,10 +236,10 @@ class Keys:
         return f"{self.prefix}:sessions:live"
 
     def key_sessions(self, key_id: str) -> str:
-        """The sessions one API key holds open, each scored by its expiry (sessions_acquire.lua)."""
+        """The sessions one API key holds open, each scored by its expiry (session_slot.lua)."""
         return f"{self.prefix}:apikey:{{{key_id}}}:sessions"
 
-    # Activity history for the live cluster page (scheduler/stats.py).
+    # Activity history for the live cluster page (core/stats.py).
     @property
     def stats_counters(self) -> str:
         return f"{self.prefix}:stats:counters"
