@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import websockets
 
 from tests.jobs.support import ready_node, result_for
 from tests.sessions.support import SessionClient, opus_chunk
@@ -22,7 +23,7 @@ async def test_the_key_in_the_session_url_and_the_audio_are_not_in_the_server_lo
     await client.expect("translation_result")
     await client.close()
     refused = sessions_key.partition(".")[0] + ".not-the-secret-at-all"
-    with pytest.raises(Exception):
+    with pytest.raises(websockets.InvalidStatus):
         await SessionClient.connect(server.ws_url, refused)
     await node.close()
 
