@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core import scripts
+from core import audit, scripts
 from core.redis import get_redis, keys
 
 # Sessions without a key (SESSIONS_OPEN_ACCESS) share one bucket of slots.
@@ -28,11 +28,14 @@ def _ttl_ms() -> int:
 
 async def claim_session_id() -> str:
     """A fresh `s-` + 8 upper-case hex id that no live session holds (32 bits collide among many sessions)."""
-    client = get_redis()
     while True:
         session_id = f"s-{secrets.token_hex(4).upper()}"
-        if await client.hsetnx(keys().session(session_id), "claimed_at", int(time.time() * 1000)):
-            await client.pexpire(keys().session(session_id), _ttl_ms())
+        async with get_redis().pipeline(transaction=False) as pipe:
+            pipe.hsetnx(keys().session(session_id), "claimed_at", int(time.time() * 1000))
+            # On a collision this renews the other session's listing, which its owner does anyway.
+            pipe.pexpire(keys().session(session_id), _ttl_ms())
+            claimed, _ = await pipe.execute()
+        if claimed:
             return session_id
 
 
@@ -44,13 +47,16 @@ async def acquire_slot(bucket: str, session_id: str) -> tuple[bool, int]:
     return result[0] == "OK", int(result[1])
 
 
-async def publish(session_id: str, fields: dict[str, Any]) -> None:
-    """Write the session's live fields (all or the changed ones) and keep it listed."""
+async def publish(session_id: str, fields: dict[str, Any], audit_entry: dict[str, Any] | None = None) -> None:
+    """Write the session's live fields (all or the changed ones) and keep it listed; with `audit_entry`, the
+    session's audit entry rides in the same round trip."""
     k = keys()
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.hset(k.session(session_id), mapping={name: str(value) for name, value in fields.items()})
         pipe.pexpire(k.session(session_id), _ttl_ms())
         pipe.zadd(k.sessions_live, {session_id: int(time.time() * 1000) + _ttl_ms()})
+        if audit_entry is not None:
+            audit.add(pipe, "sessions", **audit_entry)
         await pipe.execute()
 
 

@@ -99,8 +99,7 @@ async def open_session(init: SessionInit, *, api_key_id: str, origin: str = "") 
         "lang_b": init.lang_b or "", "trace_id": ctx.trace_id, "origin": ctx.origin, "instance": settings.INSTANCE_ID,
         "opened_at": ctx.opened_at_ms,
     }  # fmt: skip
-    await registry.publish(session_id, {**opened, **ctx.live_fields()})
-    await audit.record("sessions", type="opened", session_id=session_id, **opened)
+    await registry.publish(session_id, {**opened, **ctx.live_fields()}, {"type": "opened", "session_id": session_id, **opened})
     metrics.SESSIONS_OPEN.inc()
     log.info("session opened", extra={"event": "session_opened", "session_id": session_id, "trace_id": ctx.trace_id})
     return ctx

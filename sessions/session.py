@@ -48,7 +48,8 @@ class LiveSession:
         self.closed = False
         self._pause_timer: asyncio.TimerHandle | None = None
         self._last_rate_notice = -RATE_LIMIT_NOTICE_S
-        self._dirty = False
+        self._flush: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Future[None] | None = None
         self._ended = False
         self._closing: asyncio.Future[None] | None = None
         self._refresher = asyncio.ensure_future(self._refresh_loop())
@@ -164,7 +165,7 @@ class LiveSession:
     def _start(self, job: UtteranceJob) -> None:
         self.ctx.counts["utterances"] += 1
         self.ctx.counts["in_flight"] += 1
-        self._dirty = True
+        self._counters_changed()
         task = asyncio.ensure_future(self._deliver(job))
         self.in_flight.add(task)
         task.add_done_callback(self._finished)
@@ -172,7 +173,7 @@ class LiveSession:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)
         self.ctx.counts["in_flight"] -= 1
-        self._dirty = True
+        self._counters_changed()
 
     async def _deliver(self, job: UtteranceJob) -> None:
         """Submit the utterance's jobs, relay their partials, send the final frame of its index."""
@@ -210,11 +211,17 @@ class LiveSession:
             except UNAVAILABLE:
                 await self._final(job, services.missing_frame(self.ctx, job.index, "DEPENDENCY_DOWN", job_id))
                 continue
+            except Exception:
+                # The job runs on; only this session's view of it is lost, and the client hears why.
+                log.exception("job not followed", extra={"event": "internal_error", "session_id": self.ctx.session_id, "job_id": job_id})
+                await self._final(job, services.missing_frame(self.ctx, job.index, "INTERNAL_ERROR", job_id))
+                continue
             await self._final(job, services.result_frame(self.ctx, job.index, view))
 
     async def _final(self, job: UtteranceJob, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         self.ctx.counts["results" if kind == "translation_result" else "missing"] += 1
+        self._counters_changed()
         metrics.SESSION_RESULTS.labels(kind=kind).inc()
         metrics.SESSION_RESULT_SECONDS.observe(time.monotonic() - job.cut_at)
         if kind == "missing_result":
@@ -260,29 +267,45 @@ class LiveSession:
             "details": {"limit_bytes_per_s": limit, "retry_after_ms": self.budget.retry_after_ms(size)},
         })  # fmt: skip
 
+    def _counters_changed(self) -> None:
+        """The admin's live view follows the counters within a second, in at most one write a second per
+        session, however many utterances change them."""
+        if self._flush is None and not self._ended:
+            self._flush = asyncio.get_running_loop().call_later(1.0, self._publish_counters)
+
+    def _publish_counters(self) -> None:
+        self._flush = None
+        if not self._ended:
+            self._writing = asyncio.ensure_future(self._write_listing(refresh=False))
+
+    async def _write_listing(self, *, refresh: bool) -> None:
+        try:
+            if refresh:
+                await services.registry.refresh(self.ctx.bucket, self.ctx.session_id, self.ctx.live_fields())
+            else:
+                await services.registry.publish(self.ctx.session_id, self.ctx.live_fields())
+        except UNAVAILABLE:
+            metrics.REDIS_ERRORS.labels(operation="session_refresh").inc()
+        except Exception:
+            # The next round tries again; the listing expires only if every round fails for SESSIONS_TTL_S.
+            log.exception("session listing not written", extra={"event": "internal_error", "session_id": self.ctx.session_id})
+
     async def _refresh_loop(self) -> None:
-        """Keeps the session's slot and listing alive, and its counters current for the admin (coalesced:
-        at most one write a second, none while nothing changed)."""
-        interval = settings.SESSIONS_TTL_S / 3
-        last_refresh = time.monotonic()
+        """Keeps the session's slot and listing alive while the socket lives (they expire after SESSIONS_TTL_S)."""
         while True:
-            await asyncio.sleep(min(1.0, interval))
-            try:
-                if time.monotonic() - last_refresh >= interval:
-                    await services.registry.refresh(self.ctx.bucket, self.ctx.session_id, self.ctx.live_fields())
-                    last_refresh = time.monotonic()
-                    self._dirty = False
-                elif self._dirty:
-                    self._dirty = False
-                    await services.registry.publish(self.ctx.session_id, self.ctx.live_fields())
-            except UNAVAILABLE:
-                metrics.REDIS_ERRORS.labels(operation="session_refresh").inc()
+            await asyncio.sleep(settings.SESSIONS_TTL_S / 3)
+            await self._write_listing(refresh=True)
 
     async def _end(self, reason: str) -> None:
         if self._ended:
             return
         self._ended = True
         self._refresher.cancel()
+        if self._flush is not None:
+            self._flush.cancel()
+        if self._writing is not None:
+            # A listing write still on its way would list the session again after its release.
+            await asyncio.wait([self._writing])
         try:
             await services.close_session(self.ctx, reason)
         except UNAVAILABLE:
