@@ -22,6 +22,7 @@ from core import audit, metrics
 from jobs import services as jobs
 from jobs import waiters
 from jobs.languages import ISO_639_1
+from jobs.models import JobState
 from sessions import registry
 from sessions.schemas import SessionInit
 
@@ -203,7 +204,7 @@ def result_frame(ctx: SessionContext, index: int, view: dict[str, Any]) -> dict[
     result = view.get("result") or {}
     extra = result.get("extra") or {}
     texts = (result.get("text_asr") or "", result.get("text_translated") or "", result.get("tts_audio") or "")
-    if view["state"] != jobs.JobState.DONE:
+    if view["state"] != JobState.DONE:
         error = view.get("error") or {}
         return missing_frame(ctx, index, error.get("code") or view.get("reason") or view["state"], view["job_id"], error.get("message"))
     if not any(texts):

@@ -44,6 +44,7 @@ SCRIPT_KEYS = {
     "job_step": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
     "job_claim": lambda k: [k.job("job-1")],
     "job_fail_attempt": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
+    "session_slot": lambda k: [k.key_sessions("ak_0123456789ab")],
 }
 
 
