@@ -21,7 +21,9 @@ def check_secret_key(app_configs: Any, **kwargs: Any) -> list[Error]:
     ]
 
 
-@register()
+# A deployment check (`manage.py check --deploy`, and doctor): on every other command it printed a warning
+# even where the command had its own Redis (`make test`), and commands now say which Redis they use anyway.
+@register(deploy=True)
 def check_redis_configured(app_configs: Any, **kwargs: Any) -> list[Warning]:
     if settings.REDIS_URL:
         return []
@@ -96,5 +98,21 @@ def check_pool_lease_timings(app_configs: Any, **kwargs: Any) -> list[Error]:
             f"< POOL_LEASE_TTL_S ({ttl}).",
             hint="The defaults are 2 < 10 < 15.",
             id="scheduler.E006",
+        )
+    ]
+
+
+@register()
+def check_node_idle_timeout(app_configs: Any, **kwargs: Any) -> list[Error]:
+    # A socket silent for the idle timeout is closed; a live node is silent for up to one heartbeat interval.
+    idle, interval = settings.NODE_IDLE_TIMEOUT_S, settings.NODE_HEARTBEAT_INTERVAL_S
+    if idle == 0 or idle > 2 * interval:
+        return []
+    return [
+        Error(
+            f"NODE_IDLE_TIMEOUT_S ({idle}) must exceed twice NODE_HEARTBEAT_INTERVAL_S ({interval}), or the "
+            "sockets of live nodes are closed between heartbeats.",
+            hint="The default is 120 s for 15 s heartbeats; 0 turns the idle timeout off.",
+            id="scheduler.E007",
         )
     ]

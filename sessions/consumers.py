@@ -18,7 +18,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from access.auth import AuthRefused, verify_key
+from access.auth import AuthRefused, key_for
 from access.models import Scope
 from core import metrics
 from core.redis import UNAVAILABLE
@@ -60,7 +60,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         presented = self._presented_key(headers, self.scope.get("query_string", b""))
         if presented or not settings.SESSIONS_OPEN_ACCESS:
             try:
-                key = await verify_key(presented or "", Scope.SESSIONS)
+                key = await key_for(presented or "", Scope.SESSIONS, self._address())
             except AuthRefused as exc:
                 return await self._refuse_handshake(exc.reason, str(exc.message), key_id=exc.key_id)
             except Exception as exc:
@@ -79,6 +79,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         log.warning("session handshake refused: %s", message,
                     extra={"event": "session_unauthorized", "reason": reason, "token_id": key_id, "origin": origin})  # fmt: skip
         await self.close()  # before accept(): the server answers the upgrade with HTTP 403
+
+    def _address(self) -> str:
+        """The peer's address, for the failed-key throttle shared with the REST API (access/throttle.py)."""
+        return str((self.scope.get("client") or ("",))[0] or "")
 
     @staticmethod
     def _presented_key(headers: dict[bytes, bytes], query_string: bytes) -> str | None:

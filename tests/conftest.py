@@ -12,6 +12,7 @@ from channels.layers import channel_layers
 from django.db import connection
 
 from access.auth import forget_verified_keys
+from core import stats
 from core.redis import reset_clients
 from scheduler.settings import channel_layer_hosts
 from supervisor.embedded_redis import RedisProcess
@@ -53,7 +54,10 @@ def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
         setattr(settings, name, float(value))
     # Tests revoke keys and expect the next request to fail; the cache has its own test.
     settings.API_KEY_CACHE_S = 0
+    settings.METRICS_SNAPSHOT_MAX_AGE_S = 0
     forget_verified_keys()
+    # Live-page counts a previous test's jobs left unflushed belong to that test's Redis.
+    stats.forget_unflushed()
     yield redis_server.url
     reset_clients()
     channel_layers.backends.clear()
@@ -80,6 +84,8 @@ def server_env(transactional_db, redis_url: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "SECRET_KEY": "test-secret",
+        # Gauges read fresh on every scrape: tests watch them follow one change at a time.
+        "METRICS_SNAPSHOT_MAX_AGE_S": "0",
         **FAST_NODE_TIMINGS,
     }
 
