@@ -64,7 +64,10 @@ def add_error_responses(document: dict[str, Any]) -> dict[str, Any]:
     for path, operations in document.get("paths", {}).items():
         body = ERROR_FRAME_SCHEMA if "/node-link/" in path else API_ERROR_SCHEMA
         for operation in operations.values():
-            responses = operation.setdefault("responses", {})
+            # Ninja keys responses by int, JSON by string: one key per status, or the document holds both and
+            # YAML readers (Swagger UI's) refuse it as duplicate keys.
+            responses = {str(status): answer for status, answer in operation.get("responses", {}).items()}
+            operation["responses"] = responses
             for status, description in DESCRIPTIONS.items():
                 answer: dict[str, Any] = {
                     "description": description,
@@ -72,6 +75,8 @@ def add_error_responses(document: dict[str, Any]) -> dict[str, Any]:
                 }
                 if status in (429, 503):
                     answer["headers"] = RETRY_AFTER
-                # A status the view declared itself keeps its own entry.
-                responses.setdefault(str(status), answer)
+                # A status the view declared itself keeps its own entry, with the retry hint the server sends.
+                entry = responses.setdefault(str(status), answer)
+                if status in (429, 503):
+                    entry.setdefault("headers", RETRY_AFTER)
     return document

@@ -4,6 +4,8 @@ limit is accepted, one past it is refused."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -24,6 +26,19 @@ def test_every_operation_documents_every_error_status(server):
             assert body == f"#/components/schemas/{expected}", (method, path)
             assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert document["components"]["schemas"]["ApiError"]["required"] == ["error"]
+
+
+def test_the_document_has_no_key_twice_so_strict_yaml_readers_such_as_swagger_ui_load_it(server):
+    # A status declared by a view (an int key in Ninja) and added here (a string) once came out twice.
+    duplicates: list[list[str]] = []
+
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        names = [name for name, _ in pairs]
+        duplicates.extend(sorted({name for name in names if names.count(name) > 1}) for _ in [0] if len(set(names)) < len(names))
+        return dict(pairs)
+
+    json.loads(httpx.get(f"{server.url}/api/v1/openapi.json").text, object_pairs_hook=no_duplicates)
+    assert duplicates == []
 
 
 def test_the_node_link_schemas_state_the_limits_the_server_applies(server, node_token):
