@@ -17,6 +17,7 @@ class Scope(models.TextChoices):
     NODES_READ = "nodes:read"
     NODES_WRITE = "nodes:write"
     POOLS_READ = "pools:read"
+    SESSIONS = "sessions"
 
 
 class ApiKey(models.Model):

@@ -7,7 +7,10 @@ Default run (about 4.5 minutes; `--skip` leaves scenarios out):
   2. the faster one again at half of its peak rate (paced), for the scheduling latency target;
   3. the Celery baseline: a no-op task round trip, same K, worker concurrency M x c;
   4. the raw limit: a do-nothing ASGI app under daphne and uvicorn carrying our messages of one job;
-  5. heartbeats: 5,000 nodes every 15 s on one instance (registering them takes ~2 minutes).
+  5. heartbeats: 5,000 nodes every 15 s on one instance (registering them takes ~2 minutes);
+  6. sessions: K web-client sessions as fast as possible (utterances/s beside the Celery round trip, server
+     CPU per utterance job), then 1,000 sessions streaming at the pace of speech on one instance (server
+     RSS, p99 from is_final to translation_result), nodes answering at once (bench/sessions.py).
 Optional: --scale (100 vs 10,000 nodes, ~6 minutes), --profile (py-spy on the server under peak load),
 --scaling 1 2 4 (peak with that many web processes each).
 
@@ -44,9 +47,14 @@ def parse_args() -> argparse.Namespace:
                         help="REST load: the Python submitters, wrk (bench/wrk.py), or both (wrk on the fastest server)")
     parser.add_argument("--scaling", type=int, nargs="*", default=[],
                         help="also: peak of the fastest server with each of these web process counts (wrk when available)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("half-peak", "celery", "raw", "heartbeats"),
+    parser.add_argument("--skip", nargs="*", default=[], choices=("half-peak", "celery", "raw", "heartbeats", "sessions", "streaming"),
                         help="scenarios to leave out")  # fmt: skip
     parser.add_argument("--heartbeat-nodes", type=int, default=5000)
+    parser.add_argument("--session-concurrency", type=int, default=16, help="sessions of the throughput scenario")
+    parser.add_argument("--streaming-sessions", type=int, default=1000, help="sessions streaming at real time on one instance")
+    parser.add_argument("--streaming-chunks", type=int, default=8, help="256 ms chunks per streamed utterance")
+    parser.add_argument("--streaming-silence", type=float, default=4.0, help="seconds of silence between streamed utterances")
+    parser.add_argument("--streaming-ramp", type=float, default=20.0, help="seconds over which the streaming sessions open")
     parser.add_argument("--scale", action="store_true", help="also: scheduling latency at 100 vs 10,000 nodes")
     parser.add_argument("--scale-nodes", type=int, default=10_000)
     parser.add_argument("--scale-rate", type=float, default=40.0, help="jobs/s of both scale runs")
@@ -78,7 +86,7 @@ def main() -> None:
 
 
 def run_scenarios(env: Any, args: argparse.Namespace, results: dict[str, Any], profile_path: Path) -> None:
-    from bench import celery_baseline, heartbeats, jobrun, raw, scale, wrk
+    from bench import celery_baseline, heartbeats, jobrun, raw, scale, sessions, wrk
 
     def job_scenario(label: str, server: str, rate: float | None = None) -> jobrun.JobScenario:
         return jobrun.JobScenario(
@@ -126,6 +134,12 @@ def run_scenarios(env: Any, args: argparse.Namespace, results: dict[str, Any], p
             results["raw"][server] = raw.run(raw.RawScenario(
                 server=server, concurrency=args.concurrency, sockets=args.nodes, warmup_s=args.warmup, duration_s=args.duration,
             ))  # fmt: skip
+    if "sessions" not in args.skip:
+        _step(f"sessions: {args.session_concurrency} sessions as fast as possible under {best}")
+        results["sessions"] = sessions.run(env, sessions.with_server(sessions.throughput_scenario(args), best))
+    if "streaming" not in args.skip:
+        _step(f"sessions: {args.streaming_sessions} sessions streaming at real time on one {best} instance")
+        results["streaming"] = sessions.run(env, sessions.with_server(sessions.streaming_scenario(args), best))
     if "heartbeats" not in args.skip:
         _step(f"heartbeats: {args.heartbeat_nodes} nodes every 15 s (registering takes a while)")
         results["heartbeats"] = heartbeats.run(env, heartbeats.HeartbeatScenario(nodes=args.heartbeat_nodes))

@@ -81,6 +81,9 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         targets.append(_target("scheduling p99 <= 10 ms at half of peak", half["scheduling_ms"]["p99"], "<=", 10))
     if scale := results.get("scale"):
         targets.append(_target("scheduling p99 at 10,000 nodes <= 1.5x at 100", scale["p99_ratio_large_to_small"], "<=", 1.5))
+    if (sessions := results.get("sessions")) and (celery := results.get("celery")):
+        ratios["sessions_to_celery"] = _ratio(sessions["throughput_utterances_per_s"], celery["throughput_jobs_per_s"])
+        targets.append(_target("session throughput >= 2.5x the Celery round trip", ratios["sessions_to_celery"], ">=", 2.5))
     if beats := results.get("heartbeats"):
         targets.append(_target("5,000 nodes: heartbeat p99 <= 20 ms", beats["handling_ms"]["p99_le"], "<=", 20))
     if scaling := results.get("scaling"):
@@ -116,6 +119,9 @@ def render(results: dict[str, Any]) -> str:
         lines += _section("scale (paced, heartbeats every 60 s)", [(f"{n} nodes", r) for n, r in scale["runs"].items()])
         lines.append(f"p99 ratio large/small: {scale['p99_ratio_large_to_small']}")
         lines.append("")
+    for key in ("sessions", "streaming"):
+        if run := results.get(key):
+            lines += _session_lines(run)
     if beats := results.get("heartbeats"):
         lines.append(
             f"heartbeats: {beats['registered']} nodes every {beats['scenario']['interval_s']:g} s on one instance: "
@@ -130,6 +136,25 @@ def render(results: dict[str, Any]) -> str:
     for target in verdicts["targets"]:
         lines.append(f"  [{'MET' if target['met'] else 'NOT MET'}] {target['target']}: {target['value']} (target {target['limit']})")
     return "\n".join(lines)
+
+
+def _session_lines(run: dict[str, Any]) -> list[str]:
+    scenario = run["scenario"]
+    pace = "at the pace of speech" if scenario["realtime"] else "as fast as possible"
+    web = next((p for p in run["processes"] if p["name"].startswith("web")), None)
+    lines = [
+        f"sessions ({scenario['label']}): {run['connected']}/{scenario['sessions']} sessions {pace} on one {scenario['server']} instance, "
+        f"{scenario['chunks_per_utterance']} chunks per utterance",
+        f"  {run['throughput_utterances_per_s']} utterances/s translated in {run['window_s']} s window "
+        f"({run['utterances']} cut, missing {run['missing'] or 0}, unanswered {run['unanswered']}, client errors {run['client_errors']})",
+        f"  is_final -> translation_result: {_latency(run['final_to_result_ms'])}",
+        f"  server RSS {run['server_rss_mib']} MiB (peak {run['server_peak_rss_mib']}); "
+        + (f"server CPU {web['cpu_ms_per_job']} ms per utterance job; " if web else "")
+        + f"Redis commands/utterance {run['redis_commands_per_utterance']}",
+        f"  {_processes(run)}",
+        "",
+    ]
+    return lines
 
 
 def _latency(summary: dict[str, Any]) -> str:

@@ -73,7 +73,7 @@ def bench_environment() -> Iterator[Environment]:
 
         call_command("migrate", verbosity=0)
         _, token = NodeToken.issue("bench")
-        _, key = ApiKey.issue("bench", [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.NODES_READ])
+        _, key = ApiKey.issue("bench", [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.NODES_READ, Scope.SESSIONS])
         yield Environment(workdir, redis_process, database_url, token, key)
 
 

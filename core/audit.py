@@ -30,6 +30,7 @@ APPLIERS: dict[str, str] = {
     "node": "nodes.audit.apply_entries",
     "pools": "pools.audit.apply_entries",
     "jobs": "jobs.audit.apply_entries",
+    "sessions": "sessions.audit.apply_entries",
 }
 
 

@@ -163,3 +163,29 @@ def initialize_label_sets() -> None:
     for reason in ("register", "idle"):
         NODE_SOCKETS_TIMED_OUT.labels(reason=reason)
     NODE_MESSAGES_THROTTLED.labels(type="node_heartbeat")
+
+
+# --- Sessions (/ws/session) -------------------------------------------------------------------------------------
+SESSIONS_OPEN = Gauge(
+    "scheduler_sessions_open", "Client sessions open on this process.", multiprocess_mode="livesum"
+)
+SESSION_HANDSHAKES_REJECTED = Counter(
+    "scheduler_session_handshakes_rejected_total", "Session WebSocket handshakes refused, by reason.", ["reason"]
+)
+SESSION_MESSAGES = Counter("scheduler_session_messages_total", "Session messages received, by type.", ["type"])
+SESSION_REFUSALS = Counter(
+    "scheduler_session_refusals_total",
+    "Session messages refused or sessions not opened, by error code (INVALID_MESSAGE, RATE_LIMITED...).",
+    ["code"],
+)
+SESSION_UTTERANCES = Counter(
+    "scheduler_session_utterances_total", "Utterances cut from session audio or sent whole, by cut reason.", ["reason"]
+)
+SESSION_RESULTS = Counter(
+    "scheduler_session_results_total", "Frames sent for utterances: translation_result, missing_result, asr_partial.", ["kind"]
+)
+SESSION_RESULT_SECONDS = Histogram(
+    "scheduler_session_result_seconds",
+    "From an utterance's cut (is_final, pause...) to its translation_result or missing_result leaving.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

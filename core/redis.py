@@ -249,6 +249,23 @@ class Keys:
         """Pub/sub channel: the id of every job that ended, for long-polling clients (jobs/waiters.py)."""
         return f"{self.prefix}:jobs:ended"
 
+    @property
+    def jobs_progress_channel(self) -> str:
+        """Pub/sub channel: the id of every job that got a partial result, for session sockets (jobs/waiters.py)."""
+        return f"{self.prefix}:jobs:progress"
+
+    # Live sessions of /ws/session (sessions/registry.py).
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{{{session_id}}}"
+
+    @property
+    def sessions_live(self) -> str:
+        return f"{self.prefix}:sessions:live"
+
+    def key_sessions(self, key_id: str) -> str:
+        """The sessions one API key holds open, each scored by its expiry (session_slot.lua)."""
+        return f"{self.prefix}:apikey:{{{key_id}}}:sessions"
+
     # Activity history for the live cluster page (core/stats.py).
     @property
     def stats_counters(self) -> str:

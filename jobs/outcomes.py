@@ -69,6 +69,8 @@ async def on_asr_partial(message: Any, node_id: str) -> None:
         # Expires by itself like the audio (the job's end does not touch it); the count tells readers to look.
         pipe.expire(k.job_partials(message.job_id), transitions.audio_ttl_s(int(job[3] or settings.JOB_TIMEOUT_S * 1000)))
         pipe.hincrby(k.job(message.job_id), "partials", 1)
+        # Session sockets relay partials as they come (jobs/waiters.py); in the same round trip.
+        pipe.publish(k.jobs_progress_channel, message.job_id)
         await pipe.execute()
 
 

@@ -1,4 +1,5 @@
-"""Long-poll without polling: a client waiting for a job (`?wait=`) sleeps until the job ends.
+"""Long-poll without polling: a client waiting for a job (`?wait=`, a session socket) sleeps until the job
+ends or, for session sockets relaying them, gets a partial result.
 
 Whichever instance ends a job publishes its id on one Redis channel, from the script that makes the job
 terminal (jobs/transitions.py), so the notice costs no round trip of its own. Each process that has waiting
@@ -60,7 +61,8 @@ class _Listener:
         while True:
             pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(keys().jobs_ended_channel)
+                # Progress (a partial result) wakes the same waiters: they read the job again and see it.
+                await pubsub.subscribe(keys().jobs_ended_channel, keys().jobs_progress_channel)
                 self.subscribed.set()
                 # Notices may have been missed while (re)subscribing: everyone reads again.
                 self.wake_all()
@@ -114,7 +116,7 @@ def _listener() -> _Listener:
 
 
 def watch(job_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
-    """An event set when `job_id` may have ended (read the job to know); subscribed before it is yielded,
+    """An event set when `job_id` may have ended or progressed (read the job to know); subscribed before it is yielded,
     so reading the job inside the block cannot miss an end that happens after the read."""
     return _listener().watch(job_id)
 

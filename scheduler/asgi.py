@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP to Django; `/ws/node` to the node consumer with token auth and no Origin check
-(nodes are not browsers and send no Origin); every other WebSocket is for browsers, behind the
+(nodes are not browsers and send no Origin); `/ws/session` to the session consumer (API key, its own Origin
+list); every other WebSocket is for browsers, behind the
 allowed-hosts Origin check and the session auth."""
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from jobs import lean_api  # noqa: E402
 from nodes.consumers import NodeConsumer  # noqa: E402
 from scheduler.background import ensure_started  # noqa: E402
 from scheduler.routing import browser_websocket_urlpatterns  # noqa: E402
+from sessions.consumers import SessionConsumer  # noqa: E402
 
 # The admin's CSS and scripts (/static/), served from the installed apps by this process, so `make run` and a
 # bare deployment need no collectstatic and no web server in front; behind a proxy that serves
@@ -63,6 +65,9 @@ router = ProtocolTypeRouter(
         "websocket": URLRouter(
             [
                 re_path(r"^ws/node/?$", NodeConsumer.as_asgi()),
+                # Its own Origin list and API-key check (SESSIONS_ALLOWED_ORIGINS): the lingua web client is
+                # served from its own origin, not this one's, and holds no Django session.
+                re_path(r"^ws/session/?$", SessionConsumer.as_asgi()),
                 re_path(r"", AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(browser_websocket_urlpatterns)))),
             ]
         ),

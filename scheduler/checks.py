@@ -72,6 +72,20 @@ def check_node_auth(app_configs: Any, **kwargs: Any) -> list[Warning]:
 
 
 @register()
+def check_session_access(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    if not settings.SESSIONS_OPEN_ACCESS:
+        return []
+    return [
+        Warning(
+            "SESSIONS_OPEN_ACCESS is on: any client that reaches /ws/session can open sessions and submit jobs "
+            "without an API key.",
+            hint="Only do this on a trusted network; SESSIONS_ALLOWED_ORIGINS still limits browser pages.",
+            id="scheduler.W006",
+        )
+    ]
+
+
+@register()
 def check_pool_lease_timings(app_configs: Any, **kwargs: Any) -> list[Error]:
     # Fencing relies on this order: a leader renews several times before it gives up on itself, and gives
     # up on itself before the lease can expire and go to another process.

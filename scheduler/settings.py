@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "nodes",
     "pools",
     "jobs",
+    "sessions",
 ]
 
 MIDDLEWARE = [
@@ -286,6 +287,32 @@ JOB_RECONCILE_INTERVAL_S = envfloat("JOB_RECONCILE_INTERVAL_S", 30.0, minimum=0.
 JOB_RECONCILE_GRACE_S = envfloat("JOB_RECONCILE_GRACE_S", 60.0, minimum=0.0)
 # A REST body carries the audio as base64 (4/3 of its size) beside the other fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = JOB_MAX_AUDIO_BYTES * 4 // 3 + 64 * 1024
+
+# --- Sessions (/ws/session, docs/sessions.md) -------------------------------------------------------------------
+
+# Without this, a session needs an API key with the `sessions` scope (`?token=` or `Authorization: Bearer`);
+# true lets anyone who can reach the port open sessions (a warning at start says so).
+SESSIONS_OPEN_ACCESS = envbool("SESSIONS_OPEN_ACCESS", False)
+# Origins a browser may open sessions from (exact `scheme://host[:port]`, or `*`); clients that send no
+# Origin (the mobile app, the API gateway) are not browsers and are not subject to it.
+SESSIONS_ALLOWED_ORIGINS = envlist("SESSIONS_ALLOWED_ORIGINS", [])
+SESSIONS_MAX_PER_KEY = envint("SESSIONS_MAX_PER_KEY", 100, minimum=1)
+# The streaming buffer is cut above this size (the old server's 500 KB), and a one-shot `utterance` above it
+# is refused.
+SESSIONS_MAX_UTTERANCE_BYTES = envint("SESSIONS_MAX_UTTERANCE_BYTES", 500 * 1024, minimum=1024)
+# Audio a session may send per second, with a burst of one whole utterance.
+SESSIONS_MAX_AUDIO_BYTES_PER_S = envint("SESSIONS_MAX_AUDIO_BYTES_PER_S", 64 * 1024, minimum=1024)
+SESSIONS_MAX_MESSAGE_BYTES = envint("SESSIONS_MAX_MESSAGE_BYTES", 2 * 1024 * 1024, minimum=1024)
+# Utterance cutting on the streaming path; defaults are the old server's.
+SESSIONS_PAUSE_MS = envint("SESSIONS_PAUSE_MS", 3000, minimum=10)
+SESSIONS_MAX_DURATION_MS = envint("SESSIONS_MAX_DURATION_MS", 10_000, minimum=100)
+SESSIONS_PADDING_FINAL_MS = envint("SESSIONS_PADDING_FINAL_MS", 280, minimum=0)
+SESSIONS_PADDING_TIMEOUT_MS = envint("SESSIONS_PADDING_TIMEOUT_MS", 220, minimum=0)
+# How long `session_close` waits for the results of utterances still in flight before its ack.
+SESSIONS_CLOSE_WAIT_S = envfloat("SESSIONS_CLOSE_WAIT_S", 10.0, minimum=0.0)
+# A live session's registry entry expires this long after its instance last refreshed it (every third of it),
+# so the sessions of an instance that died free their key's slots by themselves.
+SESSIONS_TTL_S = envfloat("SESSIONS_TTL_S", 90.0, minimum=1.0)
 
 # --- Audit ---------------------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Apps depend one way: core <- access <- nodes <- pools <- jobs, with the operator console and the project
+"""Apps depend one way: core <- access <- nodes <- pools <- jobs <- sessions, with the operator console and the project
 package on top. A module that imports an app above its own layer (even inside a function) fails here."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ ALLOWED = {
     "nodes": {"core", "access"},
     "pools": {"core", "access", "nodes"},
     "jobs": {"core", "access", "nodes", "pools"},
+    "sessions": {"core", "access", "nodes", "pools", "jobs"},
 }
-PROJECT_PACKAGES = {"core", "access", "nodes", "pools", "jobs", "console", "scheduler", "supervisor"}
+PROJECT_PACKAGES = {"core", "access", "nodes", "pools", "jobs", "sessions", "console", "scheduler", "supervisor"}
 
 
 def imported_packages(path: Path) -> set[str]:

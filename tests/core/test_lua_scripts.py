@@ -48,6 +48,7 @@ SCRIPT_KEYS = {
     "job_claim": lambda k: [k.job("job-1")],
     "job_deadline_shorten": lambda k: [k.job("job-1")],
     "job_fail_attempt": lambda k: k.job_slot_keys("job-1"),
+    "session_slot": lambda k: [k.key_sessions("ak_0123456789ab")],
 }
 
 

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class SessionsConfig(AppConfig):
+    name = "sessions"
+    # `sessions` is django.contrib.sessions' label.
+    label = "client_sessions"
+    verbose_name = "Sessions"
