@@ -25,9 +25,10 @@ async def test_twenty_simulated_nodes_register_and_all_become_ready(server, node
     await fleet.start()
     try:
         await fleet.wait_until_registered(timeout=20)
-        for _ in range(100):
+        # The nodes hear `node_status` a moment after Redis says ready: wait for both views.
+        for _ in range(200):
             nodes = await services.list_nodes()
-            if len(nodes) == 20 and all(n["status"] == "ready" for n in nodes):
+            if len(nodes) == 20 and all(n["status"] == "ready" for n in nodes) and fleet.status_counts() == {"ready": 20}:
                 break
             await asyncio.sleep(0.1)
         assert len(nodes) == 20

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from tests.jobs.support import ready_fleet
 
@@ -39,9 +39,9 @@ async def test_simulated_sessions_in_real_time_send_chunks_at_the_pace_of_speech
     assert summary["elapsed_s"] >= 0.7, "3 chunks 256 ms apart"
 
 
-async def test_a_refused_key_is_reported_not_raised(server):
-    summary = await sync_to_async(simulate, thread_sensitive=False)(
-        url=f"{server.ws_url}/ws/session", key="ak_unknown.secret", count=1, utterances=1, fast=True
-    )
-    assert summary["connected"] == 0 and summary["errors"] == 1
-    assert "403" in summary["first_errors"][0]
+async def test_a_refused_key_fails_the_command_saying_why(server):
+    # A tool that could not connect says so and exits non-zero (CommandError), like simulate_nodes.
+    with pytest.raises(CommandError, match=r"no session could connect to ws://.*/ws/session: .*403"):
+        await sync_to_async(simulate, thread_sensitive=False)(
+            url=f"{server.ws_url}/ws/session", key="ak_unknown.secret", count=1, utterances=1, fast=True
+        )

@@ -67,8 +67,9 @@ def test_a_dead_worker_and_a_dead_redis_are_started_again_and_ctrl_c_with_nodes_
         client = redis.Redis.from_url(redis_url)
         client.set("sched:marker", "written before the crash")
 
+        # The match may be a prefork pool child: kill the worker's whole process group, which the child shares.
         worker = pid_of(r"celery .* worker", descendants(runner.pid))
-        os.killpg(worker, signal.SIGKILL)
+        os.killpg(os.getpgid(worker), signal.SIGKILL)
         read_until(runner, "Started Celery worker again", lines, timeout=30)
 
         redis_pid = pid_of(r"redis-server", descendants(runner.pid))

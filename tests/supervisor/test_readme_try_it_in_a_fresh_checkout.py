@@ -147,13 +147,18 @@ def test_the_readme_commands_work_as_written_in_another_shell_against_make_run(t
             if name == "create_api_key":
                 values["key"] = re.search(r"key:\s+(\S+)", done.stdout).group(1)
 
-        assert set(outputs) == {"create_node_token", "cluster_status", "create_api_key", "submit_jobs", "doctor"}
+        assert set(outputs) == {
+            "create_node_token", "cluster_status", "create_api_key", "submit_jobs", "doctor", "simulate_sessions"
+        }  # fmt: skip
         # One instance per web process: `make run` starts one per usable core (WEB_PROCESSES).
         instances = re.search(r"Instances \((\d+)\)", outputs["cluster_status"])
         assert instances and int(instances.group(1)) == len(os.sched_getaffinity(0)), outputs["cluster_status"]
         assert "20 ready" in outputs["cluster_status"], outputs["cluster_status"]
         assert re.search(r"DONE\s+200\b", outputs["submit_jobs"]), outputs["submit_jobs"]
         assert "FAIL" not in outputs["doctor"], outputs["doctor"]
+        sessions = re.search(r"(\d+) utterances of .*: (\d+) translated", outputs["simulate_sessions"])
+        assert sessions and int(sessions.group(1)) > 0, outputs["simulate_sessions"]
+        assert sessions.group(1) == sessions.group(2), outputs["simulate_sessions"]
 
         # Quiet: 200 jobs, 20 heartbeating nodes and a minute of beat ticks later, the terminal has said
         # nothing routine; the log file has the lines.

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core import runfile
 from sessions.simulator import ClientConfig, run_clients, summarize, utterance_audio_ms
 
 
@@ -20,7 +21,9 @@ class Command(BaseCommand):
     help = "Open N sessions on /ws/session that stream audio like the lingua web client and report result latency."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--url", default=f"ws://{settings.WEB_HOST}:{settings.WEB_PORT}/ws/session")
+        parser.add_argument(
+            "--url", default=None, help="session WebSocket (default: the instance `make run` runs here, else WEB_HOST/WEB_PORT)"
+        )
         parser.add_argument("--key", default=None, help="API key with the sessions scope (default: SCHEDULER_API_KEY)")
         parser.add_argument("--count", type=int, default=10, help="concurrent sessions")
         parser.add_argument("--utterances", type=int, default=None, help="utterances per session, then stop")
@@ -38,6 +41,10 @@ class Command(BaseCommand):
             raise CommandError("--count must be at least 1")
         key = options["key"] or settings.SCHEDULER_API_KEY
         url = options["url"]
+        if url is None:
+            # The same instance every other command finds (the run file of `make run`), said on stderr.
+            url = settings.WEB_URL.replace("http://", "ws://", 1) + "/ws/session"
+            self.stderr.write(runfile.describe(settings, redis=False))
         if key:
             url = f"{url}{'&' if '?' in url else '?'}token={quote(key)}"
         config = ClientConfig(
@@ -45,6 +52,9 @@ class Command(BaseCommand):
             realtime=not options["fast"], silence_s=options["silence"],
         )  # fmt: skip
         summary = asyncio.run(self._run(config, options))
+        if not summary["connected"]:
+            first = summary["first_errors"][0] if summary["first_errors"] else "no answer"
+            raise CommandError(f"no session could connect to {url.split('?', 1)[0]}: {first}")
         if options["json"]:
             self.stdout.write(json.dumps(summary, indent=2))
             return
