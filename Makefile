@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: venv
-	$(PY) -m scheduler.runner
+	$(PY) -m supervisor.runner
 
 # promtool and Chromium for the alert-rule and browser tests; never fatal (those tests then skip and say why,
 # except under REQUIRE_TEST_TOOLS=1, as .ci/run sets).

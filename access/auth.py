@@ -23,7 +23,7 @@ from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
 from access.models import ApiKey, Scope
-from scheduler import credentials, metrics
+from core import credentials, metrics
 
 # last_used_at is for operators spotting unused keys: minute precision is plenty and spares a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)

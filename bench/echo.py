@@ -1,5 +1,5 @@
 """The raw limit's server side: a bare ASGI application that does no work at all, served by the same server
-software as the scheduler (daphne through `scheduler.serve`, or uvicorn).
+software as the scheduler (daphne through `supervisor.serve`, or uvicorn).
 
 It carries our protocol's traffic of one job with the same sizes: an HTTP POST of a job-submission-sized
 body answered by a job-sized JSON, and on a WebSocket, each message (sized like a `job_result`) answered

@@ -24,7 +24,7 @@ from bench.child import Child
 from bench.measure import CpuWindow, ProcessUsage, command_calls, command_delta, summary_ms, usage_rows
 from bench.profiling import Profiler
 from bench.stack import Environment, ServerKind, reset_redis, web_servers
-from scheduler.webserver import DEFAULT_SERVER
+from supervisor.webserver import DEFAULT_SERVER
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _count_states(jobs: Any) -> dict[str, int]:
 
 def _scheduling_latencies(env: Environment, assigned_at: dict[str, float], window: Window) -> list[float]:
     """created_at (server, ms) -> job_assign at the node, for first attempts of jobs created in the window."""
-    from scheduler.redis import keys
+    from core.redis import keys
 
     job_ids = list(assigned_at)
     pipe = env.client().pipeline(transaction=False)

@@ -30,7 +30,7 @@ from bench.child import Child, split_evenly
 from bench.measure import CpuWindow, summary_ms, usage_rows
 from bench.stack import ServerKind, app_server
 from jobs.loadgen import framed_audio
-from scheduler.webserver import DEFAULT_SERVER
+from supervisor.webserver import DEFAULT_SERVER
 
 MESSAGES_PER_JOB = 4
 # The size of a job_result frame, measured on the scheduler.

@@ -21,8 +21,8 @@ from typing import Literal
 import django
 import redis
 
-from scheduler.embedded_redis import RedisProcess
-from scheduler.webserver import DEFAULT_SERVER
+from supervisor.embedded_redis import RedisProcess
+from supervisor.webserver import DEFAULT_SERVER
 from tests.support.processes import AsgiServer
 
 ServerKind = Literal["daphne", "uvicorn"]
@@ -108,7 +108,7 @@ def web_servers(
 
 
 def _server(process_env: dict[str, str], server: ServerKind, app: str | None = None) -> AsgiServer:
-    # Started exactly as `make run` starts its web process (scheduler.webserver).
+    # Started exactly as `make run` starts its web process (supervisor.webserver).
     if app is None:
         return AsgiServer(env=process_env, server=server, start_timeout=60)
     return AppServer(app, env=process_env, server=server, start_timeout=60)

@@ -17,8 +17,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from core.redis import UNAVAILABLE, run_sync
 from jobs.models import TERMINAL_STATES, Job, JobAttempt, JobState
-from scheduler.redis import UNAVAILABLE, run_sync
 
 NOT_LIVE = "not live: ended longer ago than the retention, or unknown to Redis"
 REDIS_DOWN = "Redis unavailable"

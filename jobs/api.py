@@ -13,9 +13,9 @@ from pydantic import ConfigDict
 
 from access.auth import actor_of, require
 from access.models import Scope
+from core.api_errors import ApiError
 from jobs import history, services
 from jobs.languages import ISO_639_1
-from scheduler.api_errors import ApiError
 
 router = Router(tags=["jobs"])
 

@@ -1,4 +1,4 @@
-"""Applies job audit entries (see scheduler/audit.py) to the Job and JobAttempt tables in bulk.
+"""Applies job audit entries (see core/audit.py) to the Job and JobAttempt tables in bulk.
 
 Entries may arrive out of order or twice (a writer that crashed after its commit, before its ack, has its
 batch claimed again), so every row keeps the `seq` of the entry it came from and only a higher `seq`

@@ -24,13 +24,13 @@ from typing import Any
 
 from django.conf import settings
 
+from core import audit, metrics, scripts, stats
+from core.redis import get_redis, keys
 from jobs import waiters
 from jobs.models import FailureReason, JobState
 from nodes import connections
 from pools import services as pools
 from pools.eligibility import eligible_pools, needed_languages
-from scheduler import audit, metrics, scripts, stats
-from scheduler.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE, get_redis, keys
+from core import metrics
+from core.redis import UNAVAILABLE, get_redis, keys
 
 log = logging.getLogger(__name__)
 

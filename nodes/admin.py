@@ -24,9 +24,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from access.admin import CredentialForm, ShowSecretOnceMixin
+from core.redis import UNAVAILABLE, run_sync
 from nodes import services
 from nodes.models import Node, NodeEvent, NodeToken
-from scheduler.redis import UNAVAILABLE, run_sync
 
 T = TypeVar("T")
 

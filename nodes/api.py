@@ -26,12 +26,12 @@ from pydantic import TypeAdapter
 
 from access.auth import actor_of, require
 from access.models import Scope
+from core import metrics
+from core.redis import UNAVAILABLE
 from nodes import services
 from nodes.models import NodeStatus
 from nodes.schemas import BadMessage, NodeHeartbeat, NodeMessage, NodeRegister, parse_node_message
 from nodes.services import Connection, NodeNotFound, RegistrationRejected, TokenInfo
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Applies node audit entries (see scheduler/audit.py) to the Node and NodeEvent tables in bulk."""
+"""Applies node audit entries (see core/audit.py) to the Node and NodeEvent tables in bulk."""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from core import metrics
+from core.redis import UNAVAILABLE
 from nodes import connections, services
 from nodes.schemas import (
     AsrPartial,
@@ -27,8 +29,6 @@ from nodes.schemas import (
     parse_node_message,
 )
 from nodes.services import Connection, RegistrationRejected
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

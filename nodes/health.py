@@ -1,5 +1,5 @@
 """The health check a heartbeat must pass, as a pure function; the state machine that counts results is
-the heartbeat script (scheduler/lua/node_heartbeat.lua), so concurrent writers can never disagree."""
+the heartbeat script (core/lua/node_heartbeat.lua), so concurrent writers can never disagree."""
 
 from __future__ import annotations
 

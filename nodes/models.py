@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from scheduler import credentials
+from core import credentials
 
 
 class NodeStatus(models.TextChoices):

@@ -1,6 +1,6 @@
 """Node lifecycle: the one way in for consumers, the HTTP link, the REST API, the admin and Celery.
 
-Live state lives in Redis and changes only through the scripts in scheduler/lua/; each change of status
+Live state lives in Redis and changes only through the scripts in core/lua/; each change of status
 becomes an audit entry, a metric and a `node_status` frame to the node.
 """
 
@@ -19,14 +19,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from core import audit, metrics, scripts
+from core.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 from jobs import services as jobs
 from nodes import connections
 from nodes.health import check_heartbeat, pool_name, ready_services
 from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
 from nodes.schemas import AsrPartial, JobAck, JobResult, JobStarted, NodeError, NodeHeartbeat, NodeRegister
 from pools import services as pools
-from scheduler import audit, metrics, scripts
-from scheduler.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 
 log = logging.getLogger(__name__)
 

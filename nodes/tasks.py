@@ -1,8 +1,8 @@
 from celery import shared_task
 
+from core.locks import skip_if_running
+from core.redis import run_sync
 from nodes import services
-from scheduler.locks import skip_if_running
-from scheduler.redis import run_sync
 
 
 @shared_task(name="nodes.sweep_deadlines", ignore_result=True)

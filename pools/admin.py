@@ -18,9 +18,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from core.redis import UNAVAILABLE, run_sync
 from pools import overview, rebuild
 from pools.models import LeaderEpoch, PoolConfigVersion
-from scheduler.redis import UNAVAILABLE, run_sync
 
 REDIS_DOWN_WARNING = (
     "Redis is unavailable: the live pools are not shown; the stored configuration history is."

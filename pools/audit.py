@@ -1,4 +1,4 @@
-"""Applies pool-configuration audit entries (see scheduler/audit.py) to PoolConfigVersion."""
+"""Applies pool-configuration audit entries (see core/audit.py) to PoolConfigVersion."""
 
 from __future__ import annotations
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core import scripts
+from core.redis import UNAVAILABLE, keys
 from pools import rebuild
 from pools.models import LeaderEpoch
-from scheduler import scripts
-from scheduler.redis import UNAVAILABLE, keys
 
 log = logging.getLogger(__name__)
 

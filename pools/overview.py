@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core.redis import get_redis, keys
 from nodes.services import status_counts
 from pools.services import current_config, pool_sizes
-from scheduler.redis import get_redis, keys
 
 
 @dataclass(frozen=True)

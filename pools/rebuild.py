@@ -14,12 +14,12 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core import audit, metrics, scripts
+from core.redis import get_redis, keys
 from nodes.health import pool_name
 from pools.eligibility import OVERFLOW, Pool
 from pools.models import PoolConfigVersion
 from pools.services import PoolConfig, _parse, wants_membership
-from scheduler import audit, metrics, scripts
-from scheduler.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
 

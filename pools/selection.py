@@ -20,11 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.redis import get_redis, keys
 from nodes.models import NodeStatus
 from nodes.services import NodeNotFound, read_nodes
 from pools.eligibility import Pool, covers, eligible_pools
 from pools.services import current_config
-from scheduler.redis import get_redis, keys
 
 NOT_READY = "not_ready"
 DRAINING = "draining"

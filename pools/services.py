@@ -18,11 +18,11 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core import audit, scripts
+from core.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 from nodes.health import pool_name
 from pools.eligibility import OVERFLOW, Pool
 from pools.models import LeaderEpoch, PoolConfigVersion
-from scheduler import audit, scripts
-from scheduler.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from ninja.errors import HttpError, ValidationError
 from ninja.openapi.docs import render_template
 
 from access.auth import AuthRefused
+from core import metrics
+from core.api_errors import ApiError
+from core.redis import UNAVAILABLE
 from jobs.api import router as jobs_router
 from nodes.api import NodeLinkError
 from nodes.api import link as node_link_router
 from nodes.api import router as nodes_router
 from pools.api import router as pools_router
-from scheduler import metrics
-from scheduler.api_errors import ApiError
-from scheduler.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

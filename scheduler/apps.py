@@ -6,12 +6,4 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Scheduler"
 
     def ready(self) -> None:
-        from prometheus_client import REGISTRY
-
         from scheduler import checks  # noqa: F401  (registers the system checks)
-        from scheduler.metrics import LiveStateCollector, initialize_label_sets
-
-        if not getattr(REGISTRY, "_scheduler_live_state", False):
-            REGISTRY.register(LiveStateCollector())
-            REGISTRY._scheduler_live_state = True  # type: ignore[attr-defined]
-        initialize_label_sets()

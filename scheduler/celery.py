@@ -21,7 +21,7 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     # Every periodic task is safe to run twice or from two beats at once: each takes a named lock and skips
     # when it is held, and what it does is idempotent anyway.
     sender.add_periodic_task(settings.NODE_SWEEP_INTERVAL_S, sender.signature("nodes.sweep_deadlines"))
-    sender.add_periodic_task(settings.AUDIT_INTERVAL_S, sender.signature("scheduler.write_audit"))
+    sender.add_periodic_task(settings.AUDIT_INTERVAL_S, sender.signature("core.write_audit"))
     sender.add_periodic_task(max(1.0, settings.JOB_SWEEP_INTERVAL_S), sender.signature("jobs.sweep_deadlines"))
 
 

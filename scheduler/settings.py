@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "scheduler",
+    "core",
+    "console",
     "access",
     "nodes",
     "pools",
@@ -122,7 +124,7 @@ def channel_layer_hosts(url: str) -> list[dict[str, object]]:
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
+        "BACKEND": "core.channel_layer.ResilientRedisChannelLayer",
         "CONFIG": {
             "hosts": channel_layer_hosts(REDIS_URL or "redis://127.0.0.1:6379/0"),
             "prefix": f"{REDIS_KEY_PREFIX}:asgi",
@@ -229,8 +231,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "scheduler.logs.JsonFormatter"},
-        "console": {"()": "scheduler.logs.ConsoleFormatter"},
+        "json": {"()": "core.logs.JsonFormatter"},
+        "console": {"()": "core.logs.ConsoleFormatter"},
     },
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "console") else "json"},
@@ -239,7 +241,7 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
-        # One line per HTTP request and WebSocket connect (scheduler/serve.py): off unless asked for.
+        # One line per HTTP request and WebSocket connect (supervisor/serve.py): off unless asked for.
         "scheduler.access": {"level": "INFO" if envbool("ACCESS_LOG", False) else "WARNING"},
         # uvicorn logs WebSocket paths with their query string, which can hold a node token.
         "uvicorn.error": {"level": "WARNING"},

@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
-from scheduler import live, views
+from console import live
+from scheduler import views
 from scheduler.api import api, unknown_route
 
 urlpatterns = [

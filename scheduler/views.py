@@ -15,9 +15,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from scheduler import metrics
-from scheduler.metrics import LiveStateCollector
-from scheduler.redis import UNAVAILABLE, get_redis
+from core import metrics
+from core.metrics import LiveStateCollector
+from core.redis import UNAVAILABLE, get_redis
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from channels.layers import channel_layers
 from django.db import connection
 
 from access.auth import forget_verified_keys
-from scheduler.embedded_redis import RedisProcess
-from scheduler.redis import reset_clients
+from core.redis import reset_clients
 from scheduler.settings import channel_layer_hosts
+from supervisor.embedded_redis import RedisProcess
 from tests.support.processes import AsgiServer
 
 # Node timings shortened for tests; servers started by tests get the same values.
@@ -37,7 +37,7 @@ def point_at_redis(settings, url: str) -> None:
     settings.REDIS_URL = url
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "scheduler.channel_layer.ResilientRedisChannelLayer",
+            "BACKEND": "core.channel_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": channel_layer_hosts(url), "prefix": "sched:asgi", "capacity": 1000, "expiry": 30},
         }
     }

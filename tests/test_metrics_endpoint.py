@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.redis import run_sync
 from nodes import services
 from nodes.schemas import parse_node_message
-from scheduler.redis import run_sync
 from tests.factories import reference_heartbeat, register_message
 from tests.support.metrics import scrape
 

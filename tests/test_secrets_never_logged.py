@@ -69,7 +69,7 @@ async def _issue_key() -> str:
 
 
 def test_a_credential_in_a_query_string_is_masked_whoever_logs_it():
-    from scheduler.logs import redact
+    from core.logs import redact
 
     line = '127.0.0.1:5000 - "WebSocket /ws/node?token=nt_ab12.s3cr3t&x=1" [accepted]'
     assert redact(line) == '127.0.0.1:5000 - "WebSocket /ws/node?token=[redacted]&x=1" [accepted]'

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 
+from core import audit
+from core.redis import run_sync
 from nodes import services
 from nodes.schemas import NodeHeartbeat, NodeRegister
 from nodes.services import Connection, TokenInfo
-from scheduler import audit
-from scheduler.redis import run_sync
 from tests.factories import heartbeat_message, register_message
 
 

@@ -6,10 +6,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from core import audit
+from core.redis import get_sync_redis, keys, run_sync
 from nodes import services
 from nodes.models import NodeEvent
-from scheduler import audit
-from scheduler.redis import get_sync_redis, keys, run_sync
 from tests.admin.conftest import column, new_channel, next_message, start_node
 
 pytestmark = pytest.mark.django_db(transaction=True)

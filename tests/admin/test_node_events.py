@@ -6,9 +6,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from core import audit
+from core.redis import run_sync
 from nodes import services
-from scheduler import audit
-from scheduler.redis import run_sync
 from tests.admin.conftest import column, start_node
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,11 +9,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from core.redis import get_sync_redis, keys, run_sync
 from nodes import services
 from nodes.models import Node
 from nodes.schemas import NodeRegister
 from nodes.services import Connection
-from scheduler.redis import get_sync_redis, keys, run_sync
 from tests.admin.conftest import column, start_node
 from tests.factories import register_message
 

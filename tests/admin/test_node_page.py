@@ -10,11 +10,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from core import audit
+from core.redis import run_sync
 from nodes import services
 from nodes.admin import RECENT_EVENTS
 from nodes.models import Node, NodeEvent
-from scheduler import audit
-from scheduler.redis import run_sync
 from tests.admin.conftest import column, start_node
 
 pytestmark = pytest.mark.django_db(transaction=True)

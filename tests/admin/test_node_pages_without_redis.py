@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from nodes.admin import REDIS_DOWN_WARNING
-from scheduler.embedded_redis import RedisProcess
+from supervisor.embedded_redis import RedisProcess
 from tests.admin.conftest import start_node
 from tests.conftest import point_at_redis
 

@@ -11,10 +11,10 @@ from django.contrib.admin.utils import quote
 from django.test import Client
 from django.urls import reverse
 
+from core.redis import run_sync
 from nodes import services
 from nodes.models import NodeToken
 from nodes.schemas import NodeHeartbeat
-from scheduler.redis import run_sync
 from tests.admin.conftest import new_channel, next_message, start_node
 from tests.factories import heartbeat_message
 

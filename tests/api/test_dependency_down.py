@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.embedded_redis import RedisProcess
+from supervisor.embedded_redis import RedisProcess
 from tests.api.conftest import HttpNode, KeyClient
 from tests.conftest import point_at_redis
 

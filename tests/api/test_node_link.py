@@ -9,8 +9,8 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 
+from core.redis import get_redis, keys
 from nodes.models import NodeToken
-from scheduler.redis import get_redis, keys
 from tests import factories
 from tests.api.conftest import LINK, DispatchReceiver, HttpNode, metric
 

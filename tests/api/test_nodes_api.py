@@ -7,7 +7,7 @@ import json
 import pytest
 from django.test import AsyncClient
 
-from scheduler.redis import get_redis, keys
+from core.redis import get_redis, keys
 from tests.api.conftest import DispatchReceiver, HttpNode, KeyClient, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from core.redis import get_redis, keys
 from nodes.simulator import Fleet, SimulatedNodeConfig
-from scheduler.redis import get_redis, keys
 from tests.factories import heartbeat_message
 from tests.support.wire import Wire
 

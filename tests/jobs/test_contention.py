@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
+from core import audit
+from core.redis import get_redis, keys
 from jobs.loadgen import LoadConfig, run_load
 from jobs.models import Job
-from scheduler import audit
-from scheduler.redis import get_redis, keys
 from tests.jobs.support import ready_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)

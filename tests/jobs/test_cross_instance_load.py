@@ -9,8 +9,8 @@ import asyncio
 import pytest
 import redis
 
+from core.redis import keys
 from jobs.loadgen import LoadConfig, run_load
-from scheduler.redis import keys
 from tests.jobs.support import ready_fleet
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core import audit
+from core.redis import get_sync_redis, keys, run_sync
 from jobs.audit import apply_entries
 from jobs.models import Job, JobAttempt
-from scheduler import audit
-from scheduler.redis import get_sync_redis, keys, run_sync
 from tests.jobs.entries import T0, attempt_entry, job_entry
 
 

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from scheduler.redis import get_redis, keys
+from core.redis import get_redis, keys
 from tests.jobs.support import AUDIO, capacity_in_use, ready_node, result_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

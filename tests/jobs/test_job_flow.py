@@ -160,8 +160,8 @@ async def test_audio_over_the_limit_is_413_and_an_unknown_job_404(start_job_serv
 
 
 async def test_every_ended_job_has_one_row_and_one_attempt_row_per_attempt(server, node_token, jobs_key):
+    from core import audit
     from jobs.models import Job
-    from scheduler import audit
 
     wire, node_id = await ready_node(server, node_token)
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {jobs_key}"}) as api:

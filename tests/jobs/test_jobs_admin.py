@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from jobs.models import Job, JobAttempt
-from scheduler.embedded_redis import RedisProcess
+from supervisor.embedded_redis import RedisProcess
 from tests.admin.conftest import column
 from tests.conftest import point_at_redis
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from scheduler.embedded_redis import RedisProcess
+from supervisor.embedded_redis import RedisProcess
 from tests.conftest import point_at_redis
 from tests.factories import heartbeat_message
 from tests.jobs.support import AUDIO, ready_node, result_for

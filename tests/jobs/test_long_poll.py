@@ -11,8 +11,8 @@ import time
 import pytest
 import redis
 
+from core.redis import keys
 from jobs import services, waiters
-from scheduler.redis import keys
 
 
 def seed_job(client: redis.Redis, job_id: str) -> None:

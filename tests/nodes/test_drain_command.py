@@ -7,9 +7,9 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.redis import run_sync
 from nodes import services
 from nodes.schemas import parse_node_message
-from scheduler.redis import run_sync
 from tests.factories import reference_heartbeat, register_message
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
+from core import audit
 from nodes import services
 from nodes.models import NodeEvent
-from scheduler import audit
 from tests.factories import reference_heartbeat
 from tests.support.wire import Wire
 

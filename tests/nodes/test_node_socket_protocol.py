@@ -9,8 +9,8 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
+from core import audit
 from nodes import services
-from scheduler import audit
 from tests.factories import reference_heartbeat, register_message
 from tests.support.wire import Wire
 

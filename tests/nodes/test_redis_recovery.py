@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from nodes import services
-from scheduler.embedded_redis import RedisProcess
+from supervisor.embedded_redis import RedisProcess
 from tests.conftest import point_at_redis
 from tests.factories import reference_heartbeat, register_message
 from tests.support.wire import Wire

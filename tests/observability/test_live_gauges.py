@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from core import audit
+from core.redis import run_sync
 from jobs import services as jobs
-from scheduler import audit
-from scheduler.redis import run_sync
 from tests.jobs.support import AUDIO
 from tests.support.metrics import scrape
 

@@ -1,4 +1,4 @@
-"""The live page's history (scheduler/stats.py): counters bumped in the hot path's own pipelines, one point
+"""The live page's history (core/stats.py): counters bumped in the hot path's own pipelines, one point
 per interval written by exactly one instance, deltas that survive a counter reset."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from scheduler import stats
-from scheduler.redis import get_redis, keys
+from core import stats
+from core.redis import get_redis, keys
 
 pytestmark = pytest.mark.django_db
 

@@ -32,10 +32,10 @@ import redis
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 
+from core.redis import reset_clients
 from nodes.models import NodeToken
 from nodes.simulator import SimulatedNode, SimulatedNodeConfig
-from scheduler.embedded_redis import RedisProcess
-from scheduler.redis import reset_clients
+from supervisor.embedded_redis import RedisProcess
 from tests.conftest import FAST_NODE_TIMINGS, point_at_redis
 from tests.factories import heartbeat_message, language_capabilities
 from tests.support.processes import AsgiServer, CeleryProcess
@@ -437,11 +437,11 @@ class WireNode:
 
 
 async def drain_audit(cluster: Cluster, timeout: float = 5.0) -> None:
-    """Write the audit stream to the database here (`scheduler.audit.drain()`) until the mirror holds the
+    """Write the audit stream to the database here (`core.audit.drain()`) until the mirror holds the
     configuration's current version. The workers' own audit writer may hold a batch it read but has not
     committed yet (entries pending for another consumer are not ours to take), so one drain is not enough."""
+    from core import audit
     from pools.models import PoolConfigVersion
-    from scheduler import audit
 
     deadline = time.monotonic() + timeout
     while True:

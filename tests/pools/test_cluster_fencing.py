@@ -53,7 +53,7 @@ async def test_a_leader_paused_past_its_lease_stops_acting_and_no_write_of_its_e
     it must never write.
 
     Shown in Redis (history list, `stale_refusals`) and in the database mirror (`PoolConfigVersion`, written
-    by `scheduler.audit.drain()` here): after the first write of the new epoch, no write of an older one."""
+    by `core.audit.drain()` here): after the first write of the new epoch, no write of an older one."""
     web_a, web_b = cluster.webs
     staying = simulated_node(web_a, node_token, ["de", "en", "zh"], "de-en-zh")
     leaving = simulated_node(web_b, node_token, ["en", "zh"], "en-zh")

@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from pools.models import LeaderEpoch, PoolConfigVersion
-from scheduler.embedded_redis import RedisProcess
+from supervisor.embedded_redis import RedisProcess
 from tests.pools import cluster_support
 from tests.pools.cluster_support import (
     RENEW_S,

@@ -8,12 +8,12 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from core import audit
+from core.redis import get_redis, keys
 from pools import rebuild
 from pools import services as pools
 from pools.leader import Leader
 from pools.models import LeaderEpoch, PoolConfigVersion
-from scheduler import audit
-from scheduler.redis import get_redis, keys
 from tests.pools.test_pool_membership import start
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.redis import get_redis, keys
 from nodes import services
 from nodes.schemas import parse_node_message
 from pools import services as pools
 from pools.eligibility import OVERFLOW
-from scheduler.redis import get_redis, keys
 from tests.factories import capability_by_type, heartbeat_message, language_capabilities, register_message
 
 pytestmark = pytest.mark.django_db(transaction=True)

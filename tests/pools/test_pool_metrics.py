@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from core.redis import run_sync
 from nodes import services
 from pools import rebuild
 from pools.leader import Leader
-from scheduler.redis import run_sync
 from tests.pools.test_pool_membership import start
 from tests.support.metrics import scrape
 

@@ -11,13 +11,13 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
+from core import audit
+from core.redis import get_sync_redis, keys, run_sync
 from nodes import services
 from pools.admin import NO_LEADER_WARNING, REDIS_DOWN_WARNING
 from pools.leader import Leader
 from pools.models import LeaderEpoch, PoolConfigVersion
-from scheduler import audit
-from scheduler.embedded_redis import RedisProcess
-from scheduler.redis import get_sync_redis, keys, run_sync
+from supervisor.embedded_redis import RedisProcess
 from tests.conftest import point_at_redis
 from tests.pools.test_pool_membership import start
 

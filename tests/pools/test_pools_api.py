@@ -8,10 +8,10 @@ from datetime import datetime
 import pytest
 from django.test import AsyncClient
 
+from core.redis import get_redis, keys
 from nodes import services
 from pools.leader import Leader
-from scheduler.embedded_redis import RedisProcess
-from scheduler.redis import get_redis, keys
+from supervisor.embedded_redis import RedisProcess
 from tests.api.conftest import KeyClient
 from tests.conftest import point_at_redis
 from tests.pools.test_pool_membership import start

@@ -10,10 +10,10 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.redis import get_sync_redis, keys, run_sync
 from pools import services as pools
 from pools.leader import LeaderThread
 from pools.models import LeaderEpoch
-from scheduler.redis import get_sync_redis, keys, run_sync
 from tests.pools.test_pool_membership import start
 
 pytestmark = pytest.mark.django_db(transaction=True)

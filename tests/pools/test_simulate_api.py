@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from core.redis import get_redis, keys
 from nodes import services
 from nodes.schemas import parse_node_message
-from scheduler.redis import get_redis, keys
 from tests.api.conftest import KeyClient
 from tests.factories import SERVICE_IDS, heartbeat_message
 from tests.pools.test_pool_membership import start

@@ -35,8 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, Self
 
-from scheduler.embedded_redis import child_preexec, free_port
-from scheduler.webserver import DEFAULT_SERVER, SERVERS, server_command
+from supervisor.embedded_redis import child_preexec, free_port
+from supervisor.webserver import DEFAULT_SERVER, SERVERS, server_command
 
 __all__ = ["AsgiServer", "CeleryProcess", "ProcessStartError", "free_port", "server_available"]
 
@@ -199,7 +199,7 @@ class _ManagedProcess:
 
 class AsgiServer(_ManagedProcess):
     """`scheduler.asgi:application` under uvicorn or daphne, started exactly as `make run` starts it
-    (`scheduler.webserver.server_command`), on 127.0.0.1, ready once `/healthz` answers 200.
+    (`supervisor.webserver.server_command`), on 127.0.0.1, ready once `/healthz` answers 200.
 
     `env` is merged over os.environ; NODE_MAX_MESSAGE_BYTES in it also sets the server's WebSocket limit. The
     server uses the database that DATABASE_URL names, not pytest-django's test database: point it at a file

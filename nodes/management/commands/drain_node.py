@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.redis import UNAVAILABLE, run_sync
 from nodes import services
-from scheduler.redis import UNAVAILABLE, run_sync
 
 
 class Command(BaseCommand):

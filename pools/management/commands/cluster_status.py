@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.redis import UNAVAILABLE, redis_url, run_sync
 from pools import overview
-from scheduler.redis import UNAVAILABLE, redis_url, run_sync
 
 
 def duration(seconds: float) -> str:

@@ -15,10 +15,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core.redis import UNAVAILABLE, run_sync
 from pools import overview, rebuild
 from pools.leader import Leader
 from pools.services import current_config
-from scheduler.redis import UNAVAILABLE, run_sync
 
 POLL_S = 0.1
 

@@ -1,7 +1,7 @@
 """The live cluster page of the admin: one page that answers, in seconds, whether nodes are healthy, a
 language set is starved, jobs are failing, who leads, and whether the audit writer keeps up.
 
-Everything on it comes from Redis (the cluster snapshot and the activity history of scheduler/stats.py),
+Everything on it comes from Redis (the cluster snapshot and the activity history of core/stats.py),
 never from the database, whose rows lag the live state. Staff only, never cached; the page polls its JSON
 twice per STATS refresh and redraws itself.
 """
@@ -18,9 +18,9 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 
-from scheduler import stats
-from scheduler.cluster import Snapshot, read_snapshot
-from scheduler.redis import UNAVAILABLE, run_sync
+from core import stats
+from core.cluster import Snapshot, read_snapshot
+from core.redis import UNAVAILABLE, run_sync
 
 log = logging.getLogger(__name__)
 

@@ -164,8 +164,8 @@ class LiveStateCollector:
         yield from self._families().values()
 
     def collect(self):  # type: ignore[no-untyped-def]
-        from scheduler.cluster import read_snapshot
-        from scheduler.redis import UNAVAILABLE, run_sync
+        from core.cluster import read_snapshot
+        from core.redis import UNAVAILABLE, run_sync
 
         families = self._families()
         up = families.pop("up")
@@ -210,8 +210,8 @@ def _fill(families: dict[str, Any], snapshot: Any) -> None:
 def initialize_label_sets() -> None:
     """Create the known label combinations at zero in every process, so a counter exists (and `rate()` and the
     alert rules see a series) before its first event, instead of appearing only when something goes wrong."""
+    from core import scripts
     from jobs.models import FailureReason, JobState
-    from scheduler import scripts
 
     for kind in ("ack", "job"):
         TIMEOUTS.labels(kind=kind)
@@ -231,7 +231,7 @@ def initialize_label_sets() -> None:
         JOBS_SUBMITTED.labels(result=result)
     for result in ("claimed", "busy"):
         JOB_CLAIMS.labels(result=result)
-    for lock in ("jobs.sweep_deadlines", "nodes.sweep_deadlines", "scheduler.write_audit"):
+    for lock in ("jobs.sweep_deadlines", "nodes.sweep_deadlines", "core.write_audit"):
         for result in ("acquired", "busy"):
             LOCK_ACQUISITIONS.labels(lock=lock, result=result)
     NO_AVAILABLE_NODE.inc(0)

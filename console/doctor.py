@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from scheduler.redis import UNAVAILABLE
+from core.redis import UNAVAILABLE
 
 Status = Literal["OK", "WARN", "FAIL", "SKIPPED"]
 
@@ -291,7 +291,7 @@ def check_instances(
         return warned(
             name,
             "no web instance has advertised itself: none is running, or they use another Redis or key prefix",
-            "start the web tier (`python -m scheduler.serve`; `make run` starts one); check its REDIS_URL and REDIS_KEY_PREFIX",
+            "start the web tier (`python -m supervisor.serve`; `make run` starts one); check its REDIS_URL and REDIS_KEY_PREFIX",
         )
     with client.pipeline(transaction=False) as pipe:
         for instance_id, _ in index:
@@ -576,9 +576,9 @@ def run_check(name: str, check: Callable[[], Finding]) -> Finding:
 def diagnose(timeout: float = 2.0, audit_lag_s: float = AUDIT_LAG_S) -> list[Finding]:
     from django.conf import settings
 
-    from scheduler import audit
+    from core import audit
+    from core.redis import get_sync_redis, keys, redis_url
     from scheduler.celery import app
-    from scheduler.redis import get_sync_redis, keys, redis_url
 
     k = keys()
     client = get_sync_redis()

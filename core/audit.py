@@ -13,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE, get_redis, get_sync_redis, keys
+from core import metrics
+from core.redis import UNAVAILABLE, get_redis, get_sync_redis, keys
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The `make run` supervisor: Redis (embedded if REDIS_URL is unset), migrations, the first admin account, then
 the web server, a Celery worker and Celery beat, watched until Ctrl-C.
 
-Run as `python -m scheduler.runner`. It runs before Django is configured, which makes it the one module besides
+Run as `python -m supervisor.runner`. It runs before Django is configured, which makes it the one module besides
 `scheduler/settings.py` that reads `os.environ`; names and defaults here must match the settings.
 """
 
@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from scheduler.embedded_redis import (
+from scheduler.env import EnvError, envbool, envchoice, envint, raw
+from supervisor.embedded_redis import (
     RedisProcess,
     RedisServerNotFound,
     RedisStartError,
     child_preexec,
     find_redis_server,
 )
-from scheduler.env import EnvError, envbool, envchoice, envint, raw
-from scheduler.webserver import DEFAULT_SERVER, SERVERS, server_command
+from supervisor.webserver import DEFAULT_SERVER, SERVERS, server_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"

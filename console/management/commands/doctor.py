@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from scheduler import doctor
+from console import doctor
 
 
 class Command(BaseCommand):

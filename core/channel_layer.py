@@ -14,8 +14,8 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer
 
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE
+from core import metrics
+from core.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

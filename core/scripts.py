@@ -1,4 +1,4 @@
-"""The one way to run Lua: every script is a `.lua` file in `scheduler/lua/`, called by name.
+"""The one way to run Lua: every script is a `.lua` file in `core/lua/`, called by name.
 
 `register_script` objects retry with the full source when Redis answers NOSCRIPT, so scripts survive
 `SCRIPT FLUSH`, restarts and failovers without any loading step.
@@ -14,8 +14,8 @@ from typing import Any
 import redis
 from redis.commands.core import AsyncScript, Script
 
-from scheduler import metrics
-from scheduler.redis import UNAVAILABLE, get_redis, get_sync_redis
+from core import metrics
+from core.redis import UNAVAILABLE, get_redis, get_sync_redis
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from scheduler.redis import UNAVAILABLE, get_redis, keys
+from core.redis import UNAVAILABLE, get_redis, keys
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def ensure_started() -> None:
 
 async def _watch_loop() -> None:
     """The event loop's lag: how much later than asked a short sleep returns."""
-    from scheduler import metrics
+    from core import metrics
 
     loop = asyncio.get_running_loop()
     while True:
@@ -66,7 +66,7 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 
 
 def _watch_gc() -> None:
-    from scheduler import metrics
+    from core import metrics
 
     _gc_pauses.update({generation: metrics.GC_PAUSE_SECONDS.labels(generation=str(generation)) for generation in (0, 1, 2)})
     if _on_gc not in gc.callbacks:
@@ -104,8 +104,8 @@ async def _run_jobs() -> None:
 
 async def _run_stats() -> None:
     """A point of the live page's history per interval, written by whichever instance claims it first."""
+    from core import metrics, stats
     from nodes.services import count_ready
-    from scheduler import metrics, stats
 
     while True:
         interval = settings.STATS_SAMPLE_INTERVAL_S

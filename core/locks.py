@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from scheduler import metrics, scripts
-from scheduler.redis import get_sync_redis, keys
+from core import metrics, scripts
+from core.redis import get_sync_redis, keys
 
 
 @contextmanager

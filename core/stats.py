@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from scheduler.redis import get_redis, keys
+from core.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
 

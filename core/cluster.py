@@ -7,9 +7,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from core.redis import get_redis, keys, read_chunked
 from nodes.services import status_counts
 from pools.overview import Instance, PoolOverview, read_instances, read_overview
-from scheduler.redis import get_redis, keys, read_chunked
 
 # In-flight jobs are counted by reading each one's state; past this many the count is a lower bound (the
 # deadline index holds every in-flight job, and a cluster this busy has bigger concerns than one gauge).

@@ -1,5 +1,5 @@
-"""`python -m scheduler.serve <daphne arguments>`: daphne, with oversize frames answered by a close frame and its
-own access log silenced (see `scheduler.webserver` for how either server is started).
+"""`python -m supervisor.serve <daphne arguments>`: daphne, with oversize frames answered by a close frame and its
+own access log silenced (see `supervisor.webserver` for how either server is started).
 
 Daphne's WebSocket factory keeps autobahn's default `failByDrop`, so a frame above
 `--websocket-max-message-size` drops the TCP connection and the node sees an abnormal closure (1006)
@@ -7,7 +7,7 @@ instead of PROTOCOL's 1009. Turning `failByDrop` off makes autobahn send the 100
 
 Daphne writes its access log as plain text on stdout, beside the JSON lines of everything else, and uvicorn's
 includes query strings, which can carry a node token (the real node sends `?token=`). Neither is used: the
-application writes its own access lines under both servers (`scheduler.access_log`).
+application writes its own access lines under both servers (`core.access_log`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def server_command(server: str, host: str, port: int, max_message_bytes: int | N
         raise ValueError("several web processes on one port need uvicorn")
     if server == "daphne":
         limits = ["--websocket-max-message-size", *size, "--websocket-max-frame-size", *size] if size else []
-        return [sys.executable, "-m", "scheduler.serve", "-b", host, "-p", str(port), *limits, *extra_args, app]
+        return [sys.executable, "-m", "supervisor.serve", "-b", host, "-p", str(port), *limits, *extra_args, app]
     if server == "uvicorn":
         # Lifespan starts the background loop before the first request; no access log of uvicorn's own. No
         # permessage-deflate (daphne does not offer it either): base64 audio hardly compresses, and each

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from scheduler import audit, doctor
-from scheduler.embedded_redis import RedisProcess
-from scheduler.redis import get_sync_redis, keys, run_sync
+from console import doctor
+from core import audit
+from core.redis import get_sync_redis, keys, run_sync
+from supervisor.embedded_redis import RedisProcess
 from tests.conftest import point_at_redis
 from tests.support.processes import CeleryProcess
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^(OK|WARN|FAIL|SKIPPED)\s+(\S+): (.*)$")
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from scheduler.env import EnvError
-from scheduler.runner import Config
-from scheduler.webserver import APPLICATION, DEFAULT_SERVER, server_command
+from supervisor.runner import Config
+from supervisor.webserver import APPLICATION, DEFAULT_SERVER, server_command
 from tests.nodes.conftest import node_token  # noqa: F401, F811  (shared fixture)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_uvicorn_is_the_default_and_daphne_can_be_chosen_in_any_case() -> None:
@@ -32,7 +32,7 @@ def test_an_unknown_server_is_refused_naming_the_variable() -> None:
     [
         ("uvicorn", ["-m", "uvicorn", "--host", "0.0.0.0", "--port", "9000", "--lifespan", "on", "--no-access-log",
                      "--no-server-header", "--ws-per-message-deflate", "false", "--ws-max-size", "2048", APPLICATION]),
-        ("daphne", ["-m", "scheduler.serve", "-b", "0.0.0.0", "-p", "9000", "--websocket-max-message-size", "2048",
+        ("daphne", ["-m", "supervisor.serve", "-b", "0.0.0.0", "-p", "9000", "--websocket-max-message-size", "2048",
                     "--websocket-max-frame-size", "2048", APPLICATION]),
     ],
 )  # fmt: skip
@@ -47,7 +47,7 @@ def test_without_a_limit_the_servers_keep_their_own() -> None:
 
 def test_the_supervisor_stops_at_once_on_an_unknown_server_and_says_why(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scheduler.runner"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "supervisor.runner"], cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "WEB_SERVER": "nginx", "HOME": str(tmp_path)},
     )  # fmt: skip
     assert result.returncode == 1

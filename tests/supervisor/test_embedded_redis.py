@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from scheduler.embedded_redis import RedisProcess, RedisStartError
+from supervisor.embedded_redis import RedisProcess, RedisStartError
 
 
 @pytest.fixture

@@ -222,7 +222,7 @@ class Keys:
         """Pub/sub channel: the id of every job that ended, for long-polling clients (jobs/waiters.py)."""
         return f"{self.prefix}:jobs:ended"
 
-    # Activity history for the live cluster page (scheduler/stats.py).
+    # Activity history for the live cluster page (core/stats.py).
     @property
     def stats_counters(self) -> str:
         return f"{self.prefix}:stats:counters"

@@ -9,9 +9,9 @@ import types
 import pytest
 from django.db import OperationalError
 
+from core import audit
+from core.redis import get_sync_redis, keys, run_sync
 from nodes.models import Node, NodeEvent
-from scheduler import audit
-from scheduler.redis import get_sync_redis, keys, run_sync
 
 
 def pending_count() -> int:

@@ -7,8 +7,8 @@ import re
 
 from redis.crc import key_slot as redis_key_slot
 
-from scheduler import scripts
-from scheduler.redis import keys
+from core import scripts
+from core.redis import keys
 
 
 def key_slot(key: str) -> int:

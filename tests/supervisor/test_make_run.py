@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from nodes.simulator import Fleet, SimulatedNodeConfig
-from scheduler.embedded_redis import free_port
+from supervisor.embedded_redis import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_until(process: subprocess.Popen[str], marker: str, lines: list[str], timeout: float) -> None:
@@ -85,7 +85,7 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
     stale = tmp_path / "prometheus" / "counter_999999.db"
     stale.write_bytes(b"stale")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.runner"], cwd=ROOT, env=env, text=True,
+        [sys.executable, "-m", "supervisor.runner"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     lines: list[str] = []
