@@ -29,7 +29,7 @@ def say(text: str) -> None:
 
 
 def wait_for_fleet(stack, expected: int, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    from scheduler.redis import keys
+    from core.redis import keys
 
     client = stack.env.client()
     k = keys()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import redis
 
-from scheduler.redis import Keys
+from core.redis import Keys
 
 LIVE_STATES = ("NEW", "SELECTING", "RESERVED", "DISPATCHED", "ACKED")
 

@@ -16,7 +16,7 @@ import redis
 from chaos.client import JsonLines
 from chaos.scenario import Fault
 from chaos.stack import Stack
-from scheduler.redis import Keys
+from core.redis import Keys
 from tests.support.processes import ProcessStartError
 
 

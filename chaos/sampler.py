@@ -9,7 +9,7 @@ import threading
 import redis
 
 from chaos.client import JsonLines
-from scheduler.redis import Keys
+from core.redis import Keys
 
 INTERVAL_S = 0.5
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.stack import Environment, bench_environment
 from chaos.scenario import STACK_TIMINGS, Scenario
-from scheduler.embedded_redis import child_preexec
+from supervisor.embedded_redis import child_preexec
 from tests.support.processes import BASE_DIR, AsgiServer, CeleryProcess
 
 
