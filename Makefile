@@ -9,15 +9,17 @@ STAMP := $(VENV)/.installed.stamp
 BOOTSTRAP_PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench migrations-check clean distclean
+.PHONY: help venv run test lint bench chaos migrations-check clean distclean
 
 help:
 	@echo "make run               start Redis (embedded unless REDIS_URL is set), web, worker and beat"
 	@echo "make test              run the test suite (PYTEST_ARGS='-k name -x' to narrow it)"
 	@echo "make lint              ruff check"
 	@echo "make bench             scheduler vs Celery vs raw ASGI, daphne vs uvicorn, 5,000 nodes (BENCH_ARGS='--scale --profile')"
+	@echo "make chaos             fault run with an invariant checker, ~3 min (CHAOS_ARGS='--scenario full', ~8 min)"
 	@echo "make migrations-check  fail if a model change has no migration"
 	@echo "make clean             remove caches and test leftovers (keeps .venv and var/db.sqlite3)"
 	@echo "make distclean         also remove .venv and var/"
@@ -48,6 +50,12 @@ lint: venv
 # Fresh Redis and servers of its own; prints the report and the path of the JSON with every number.
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Its own Redis, web processes, workers and node processes; kills and freezes them on a schedule, then checks the
+# invariants (docs/reliability.md). Exit 1 on a violation. Files of the run under var/chaos/.
+chaos: venv
+	@mkdir -p var
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 # var/ holds the SQLite databases named in settings; without it Django warns it cannot open one.
 migrations-check: venv

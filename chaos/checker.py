@@ -323,7 +323,8 @@ def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dic
         notes = []
         if fault["target"].startswith("node:") and fault["kind"] == "stop":
             frozen = set((fault.get("nodes") or {}).values()) - {None}
-            late = start + timings["NODE_HEARTBEAT_TIMEOUT_S"]
+            # By then the first attempt sent to a hung node has timed out: the scheduler has had its evidence.
+            late = start + timings["JOB_TIMEOUT_S"]
             sent = sent_late = 0
             for _, _, _, view in lives:
                 for attempt in view.get("attempts") or []:
@@ -331,7 +332,7 @@ def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dic
                     if attempt.get("node_id") in frozen and start <= at <= fault["restarted"]:
                         sent += 1
                         sent_late += at > late
-            notes.append(f"jobs sent to the frozen nodes: {sent} ({sent_late} after the heartbeat timeout)")
+            notes.append(f"jobs sent to the frozen nodes: {sent} ({sent_late} more than a job timeout after it froze)")
         first_accept = min((s["t"] for s in submits.values() if s["t"] >= start), default=None)
         if first_accept is not None and first_accept - start > 1.0:
             notes.append(f"first job accepted after {first_accept - start:.1f} s")

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 # Every process of the stack gets these; the checker reads them back from django.conf.settings.
 STACK_TIMINGS: dict[str, str] = {
-    "NODE_HEARTBEAT_INTERVAL_S": "1",
-    "NODE_HEARTBEAT_TIMEOUT_S": "3",
+    # The heartbeat timeout keeps production's ratio to the job timeout (45 s to 30 s): a hung node must be
+    # found by something faster than its heartbeats stopping.
+    "NODE_HEARTBEAT_INTERVAL_S": "2",
+    "NODE_HEARTBEAT_TIMEOUT_S": "9",
     "NODE_WARMUP_TIMEOUT_S": "5",
     "NODE_SWEEP_INTERVAL_S": "0.5",
     "JOB_ACK_TIMEOUT_S": "3",
@@ -51,8 +53,8 @@ ROUND: tuple[Fault, ...] = (
     Fault(8, "kill", "leader", 5),
     Fault(17, "stop", "web-1", 4),
     Fault(26, "kill", "web-2", 3),
-    Fault(35, "stop", "node:fast*2", 8),
-    Fault(46, "kill", "node:slow", 4),
+    Fault(35, "stop", "node:fast*2", 10),
+    Fault(47, "kill", "node:slow", 4),
     Fault(54, "stop", "leader", 6),
     Fault(64, "kill", "redis", 2),
     Fault(74, "wipe", "redis", 2),
