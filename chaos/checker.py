@@ -301,6 +301,8 @@ def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dic
         ended = (end.get("ended_at") or 0) / 1000 or None
         lives.append((job_id, created, ended, end))
     table = []
+    # A job that never ended is counted with the first fault it was in flight for, not with every later one.
+    unended_seen: set[str] = set()
     for fault in faults:
         start = fault["start"]
         label = f"{fault['kind']} {fault['target']}"
@@ -311,16 +313,22 @@ def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dic
             continue
         if fault.get("ready") and fault.get("restarted"):
             entry["back"] = fault["ready"] - fault["restarted"]
-        in_flight = [(job, ended) for job, created, ended, _ in lives if created <= start and (ended is None or ended > start)]
+        in_flight = [
+            (job, ended) for job, created, ended, _ in lives
+            if created <= start and (ended > start if ended is not None else job not in unended_seen)
+        ]  # fmt: skip
+        unended_seen.update(job for job, ended in in_flight if ended is None)
         entry["in_flight"] = len(in_flight)
         settled = [ended - start for _, ended in in_flight if ended is not None]
-        if in_flight and len(settled) == len(in_flight):
+        if settled:
             entry["settled"] = max(settled)
+        notes = []
+        if len(settled) < len(in_flight):
+            notes.append(f"{len(in_flight) - len(settled)} of them never ended")
         if fault["target"] == "leader":
             before = max((s.get("epoch") or 0 for s in samples if s["t"] < start), default=0)
             after = [s["t"] - start for s in samples if s["t"] >= start and (s.get("epoch") or 0) > before]
             entry["leader"] = after[0] if after else None
-        notes = []
         if fault["target"].startswith("node:") and fault["kind"] == "stop":
             frozen = set((fault.get("nodes") or {}).values()) - {None}
             # By then the first attempt sent to a hung node has timed out: the scheduler has had its evidence.

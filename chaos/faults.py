@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -71,12 +72,14 @@ class FaultRunner:
             return
         record["holder"] = lease
         record["pid"] = worker.pid
+        record["log"] = str(worker.log_path)
         self._hit(fault, record, worker.pid, worker.kill, worker.start)
 
     def _web(self, fault: Fault, record: dict[str, object]) -> None:
         web = self.stack.webs[int(fault.target.split("-")[1]) - 1]
         record["pid"] = web.pid
         record["url"] = web.url
+        record["log"] = str(web.log_path)
         self._hit(fault, record, web.pid, web.kill, web.start)
 
     def _hit(self, fault: Fault, record: dict[str, object], pid: int | None, kill: Callable[[], None], start: Callable[[], object]) -> None:
@@ -88,10 +91,19 @@ class FaultRunner:
             os.killpg(pid, signal.SIGCONT)
             return
         kill()
+        self.keep_log(record)
         time.sleep(fault.hold_s)
         record["restarted"] = time.time()
         start()
         record["ready"] = time.time()
+
+    def keep_log(self, record: dict[str, object]) -> None:
+        """A restarted process logs to a new file: keep the killed one's log with the run's files."""
+        source = Path(str(record.get("log") or ""))
+        if source.is_file():
+            target = self.stack.run_dir / "logs" / f"{source.stem}-killed-{record['pid']}.log"
+            shutil.copyfile(source, target)
+            record["log"] = str(target)
 
     def _nodes(self, fault: Fault, record: dict[str, object]) -> None:
         profile, _, count = fault.target.removeprefix("node:").partition("*")

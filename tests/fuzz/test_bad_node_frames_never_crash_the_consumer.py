@@ -59,7 +59,7 @@ class NodeSocket:
         assert self.ws is not None
         self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
 
-    def expect(self, match, timeout: float = 5.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def expect(self, match, timeout: float = 20.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         """The first frame received from now on (or already kept and not yet matched) that `match`es."""
         assert self.ws is not None
         deadline = time.monotonic() + timeout
@@ -183,7 +183,7 @@ def harness(start_server, api_key: str, node_token: str, redis_url: str):  # typ
     harness.http.close()
 
 
-def test_bad_node_frames_never_crash_the_consumer_nor_leak_a_slot(harness: Harness, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_node_frames_never_crash_the_consumer_nor_leak_a_slot(harness: Harness, record_property) -> None:  # type: ignore[no-untyped-def]
     families: Counter[str] = Counter()
     examples = 0
 
@@ -203,9 +203,8 @@ def test_bad_node_frames_never_crash_the_consumer_nor_leak_a_slot(harness: Harne
     while any(harness.slots_held().values()) and time.monotonic() < deadline:
         time.sleep(0.1)
 
-    with capsys.disabled():
-        print(f"\nnode frame fuzz: {examples} batches, {sum(families.values())} frames: "
-              + ", ".join(f"{name} {count}" for name, count in sorted(families.items())))  # fmt: skip
+    record_property("fuzz_cases", f"node frames: {examples} batches, {sum(families.values())} frames ("
+                    + ", ".join(f"{name} {count}" for name, count in sorted(families.items())) + ")")  # fmt: skip
     assert examples == EXAMPLES
     assert set(families) == {"malformed", "wrong_typed", "oversized", "out_of_order", "stale_attempt", "duplicate", "foreign_job"}
     assert harness.internal_errors == []

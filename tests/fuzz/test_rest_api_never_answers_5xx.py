@@ -33,7 +33,7 @@ def server(start_server):  # type: ignore[no-untyped-def]
     return start_server()
 
 
-def test_no_request_drawn_from_the_openapi_document_gets_a_5xx(server, api_key: str, node_token: str, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_no_request_drawn_from_the_openapi_document_gets_a_5xx(server, api_key: str, node_token: str, record_property) -> None:  # type: ignore[no-untyped-def]
     schema = from_url(f"{server.url}/api/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     cases: Counter[str] = Counter()
@@ -60,9 +60,8 @@ def test_no_request_drawn_from_the_openapi_document_gets_a_5xx(server, api_key: 
     for operation in operations:
         fuzz(operation)
 
-    with capsys.disabled():
-        print(f"\nREST fuzz: {sum(cases.values())} requests over {len(operations)} operations; statuses "
-              + ", ".join(f"{status} x{count}" for status, count in sorted(statuses.items())))  # fmt: skip
+    record_property("fuzz_cases", f"REST API: {sum(cases.values())} requests over {len(operations)} operations (statuses "
+                    + ", ".join(f"{status} x{count}" for status, count in sorted(statuses.items())) + ")")  # fmt: skip
     assert len(operations) >= 10
     assert all(cases[operation.label] > 0 for operation in operations)
     assert server_errors == []
