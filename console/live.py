@@ -18,8 +18,8 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 
+from console.cluster import Snapshot, read_snapshot
 from core import stats
-from core.cluster import Snapshot, read_snapshot
 from core.redis import UNAVAILABLE, run_sync
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge, Histogram
 
 NODE_REGISTRATIONS = Counter(
@@ -109,128 +107,19 @@ API_ERRORS = Counter(
 )
 
 
-class LiveStateCollector:
-    """Gauges that describe Redis state, computed once per scrape from one cluster snapshot (not from values a
-    process keeps), so every instance serves the same truth and a dead process leaves nothing stale.
-
-    Counters kept in Redis by Lua scripts (leader changes, refused stale writes) are served here too, as
-    counters: they only grow, except when Redis loses its data, which Prometheus reads as a counter reset."""
-
-    @staticmethod
-    def _families() -> dict[str, Any]:
-        # One definition for describe() and collect(), so the two cannot drift apart.
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        gauge, counter = GaugeMetricFamily, CounterMetricFamily
-        return {
-            "nodes": gauge("scheduler_nodes", "Registered nodes by status (from Redis).", labels=["status"]),
-            "pool_nodes": gauge(
-                "scheduler_pool_nodes",
-                "Members of each pool (overflow included): total, and ready (ready and not drained).",
-                labels=["pool", "state"],
-            ),
-            "pool_slots": gauge(
-                "scheduler_pool_slots",
-                "Job slots of each pool's members: capacity (declared), reserved (assigned, not yet taken), running.",
-                labels=["pool", "state"],
-            ),
-            "jobs_in_flight": gauge(
-                "scheduler_jobs_in_flight", "Jobs not yet in a terminal state, by state (from Redis).", labels=["state"]
-            ),
-            "jobs_waiting": gauge("scheduler_jobs_waiting", "Jobs waiting in the pending queue for a free slot."),
-            "instances": gauge("scheduler_instances", "Web instances advertising themselves in Redis."),
-            "audit_backlog": gauge("scheduler_audit_backlog_entries", "Audit entries not yet written to the database."),
-            "audit_lag": gauge("scheduler_audit_lag_seconds", "Age of the oldest audit entry not yet written; 0 when none."),
-            "audit_dead": gauge("scheduler_audit_dead_letters", "Audit entries moved to the dead-letter stream."),
-            "pool_config_version": gauge("scheduler_pool_config_version", "Version of the pool configuration in Redis."),
-            "pool_epoch": gauge(
-                "scheduler_pool_epoch", "Highest fencing epoch granted to a pool leader (the current one's)."
-            ),
-            "pool_leader_present": gauge(
-                "scheduler_pool_leader_present", "1 while some process holds the pool leader lease."
-            ),
-            "pool_leader_changes": counter(
-                "scheduler_pool_leader_changes", "Pool leader lease acquisitions (each grants a new epoch)."
-            ),
-            "pool_stale_refusals": counter(
-                "scheduler_pool_stale_epoch_refusals",
-                "Pool configuration writes refused because a newer leader epoch exists.",
-            ),
-            "up": gauge("scheduler_redis_up", "1 when this process could read the live state from Redis."),
-        }
-
-    def describe(self):  # type: ignore[no-untyped-def]
-        # Registration asks for names; answering here keeps it from calling collect() (and Redis) at import.
-        yield from self._families().values()
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        from core.cluster import read_snapshot
-        from core.redis import UNAVAILABLE, run_sync
-
-        families = self._families()
-        up = families.pop("up")
-        try:
-            snapshot = run_sync(read_snapshot)
-        except UNAVAILABLE:
-            up.add_metric([], 0)
-            yield up
-            return
-        _fill(families, snapshot)
-        up.add_metric([], 1)
-        yield from families.values()
-        yield up
-
-
-def _fill(families: dict[str, Any], snapshot: Any) -> None:
-    from jobs.models import TERMINAL_STATES, JobState
-
-    for status, count in snapshot.nodes_by_status.items():
-        families["nodes"].add_metric([status], count)
-    for pool in snapshot.pools.pools:
-        families["pool_nodes"].add_metric([pool.name, "total"], pool.size)
-        families["pool_nodes"].add_metric([pool.name, "ready"], pool.ready)
-        for state in ("capacity", "reserved", "running"):
-            families["pool_slots"].add_metric([pool.name, state], getattr(pool, state))
-    for state in JobState.values:
-        if state not in TERMINAL_STATES:
-            families["jobs_in_flight"].add_metric([state], snapshot.jobs_in_flight.get(state, 0))
-    families["jobs_waiting"].add_metric([], snapshot.jobs_waiting)
-    families["instances"].add_metric([], sum(instance.advertised for instance in snapshot.instances))
-    families["audit_backlog"].add_metric([], snapshot.audit.backlog)
-    families["audit_lag"].add_metric([], snapshot.audit.lag_s)
-    families["audit_dead"].add_metric([], snapshot.audit.dead_letters)
-    pools = snapshot.pools
-    families["pool_config_version"].add_metric([], pools.version)
-    families["pool_epoch"].add_metric([], pools.highest_epoch)
-    families["pool_leader_present"].add_metric([], int(pools.leader is not None))
-    families["pool_leader_changes"].add_metric([], pools.leader_changes)
-    families["pool_stale_refusals"].add_metric([], pools.stale_refusals)
-
-
 def initialize_label_sets() -> None:
     """Create the known label combinations at zero in every process, so a counter exists (and `rate()` and the
-    alert rules see a series) before its first event, instead of appearing only when something goes wrong."""
+    alert rules see a series) before its first event, instead of appearing only when something goes wrong.
+    Label sets named by an app's own enums are created by that app (`jobs.apps`)."""
     from core import scripts
-    from jobs.models import FailureReason, JobState
 
-    for kind in ("ack", "job"):
-        TIMEOUTS.labels(kind=kind)
     for generation in ("0", "1", "2"):
         GC_PAUSE_SECONDS.labels(generation=generation)
-    JOBS_ENDED.labels(state=JobState.DONE, reason="none")
-    for reason in FailureReason.values:
-        JOBS_ENDED.labels(state=JobState.FAILED, reason=reason)
-        RETRIES.labels(reason=reason)
-    JOBS_ENDED.labels(state=JobState.CANCELLED, reason=FailureReason.CANCELLED)
     RESERVATIONS.labels(result="ok", reason="ok")
     for refusal in ("not_ready", "draining", "languages", "service", "unavailable", "full", "gone"):
         RESERVATIONS.labels(result="refused", reason=refusal)
     for operation in (*scripts.names(), "audit_record", "api", "channel_receive"):
         REDIS_ERRORS.labels(operation=operation)
-    for result in ("created", "duplicate"):
-        JOBS_SUBMITTED.labels(result=result)
-    for result in ("claimed", "busy"):
-        JOB_CLAIMS.labels(result=result)
     for lock in ("jobs.sweep_deadlines", "nodes.sweep_deadlines", "core.write_audit"):
         for result in ("acquired", "busy"):
             LOCK_ACQUISITIONS.labels(lock=lock, result=result)

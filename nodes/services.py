@@ -21,12 +21,10 @@ from django.utils import timezone
 
 from core import audit, metrics, scripts
 from core.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
-from jobs import services as jobs
-from nodes import connections
+from nodes import connections, reactions
 from nodes.health import check_heartbeat, pool_name, ready_services
 from nodes.models import Node, NodeEvent, NodeStatus, NodeToken
 from nodes.schemas import AsrPartial, JobAck, JobResult, JobStarted, NodeError, NodeHeartbeat, NodeRegister
-from pools import services as pools
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +269,7 @@ async def register_node(message: NodeRegister, conn: Connection) -> Registration
         pipe.zadd(k.node_deadlines, {node_id: int(deadline)})
         await pipe.execute()
     languages = json.loads(meta["languages"])
+    pools = reactions.pools()
     await pools.place_node(
         node_id,
         member=pools.wants_membership(new_status, ready_services(message.capability_by_type), languages),
@@ -380,6 +379,7 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
         metrics.NODE_HEARTBEATS.labels(result="revoked").inc()
         return HeartbeatOutcome("revoked")
     _, old_status, new_status, _deadline, now, member_of = result
+    pools = reactions.pools()
     await pools.place_node(
         message.node_id,
         member=pools.wants_membership(new_status, ready_services(message.capability_by_type), semantic),
@@ -476,10 +476,10 @@ async def status_changed(
     )
     if new in (NodeStatus.OFFLINE, NodeStatus.DRAINING) or old in (NodeStatus.OFFLINE, NodeStatus.DRAINING):
         # Leaving or re-entering service changes pool membership; heartbeats handle the other cases.
-        await pools.resync_node(node_id, actor)
+        await reactions.pools().resync_node(node_id, actor)
     if new == NodeStatus.OFFLINE:
         # Its attempts go elsewhere now rather than at their timeouts (a drained node finishes its own).
-        await jobs.node_went_offline(node_id)
+        await reactions.jobs().node_went_offline(node_id)
     if record_event:
         await audit.record(
             "node", type="event", node_id=node_id, kind=NodeEvent.Kind.STATUS_CHANGED, to=new, reason=reason,
@@ -505,13 +505,7 @@ def report_node_error(message: NodeError) -> None:
 async def job_message(message: JobAck | JobStarted | AsrPartial | JobResult) -> None:
     """A node's message about a job: handed to the job path, which ignores it unless the node holds the
     job on that attempt (PROTOCOL)."""
-    handler = {
-        "job_ack": jobs.on_job_ack,
-        "job_started": jobs.on_job_started,
-        "asr_partial": jobs.on_asr_partial,
-        "job_result": jobs.on_job_result,
-    }[message.type]
-    await handler(message, message.node_id)
+    await reactions.jobs().on_message[message.type](message, message.node_id)
 
 
 # --- operator actions --------------------------------------------------------------------------------------------

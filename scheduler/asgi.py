@@ -47,8 +47,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from core import access_log  # noqa: E402
-from core.background import ensure_started  # noqa: E402
 from nodes.consumers import NodeConsumer  # noqa: E402
+from scheduler.background import ensure_started  # noqa: E402
 from scheduler.routing import browser_websocket_urlpatterns  # noqa: E402
 
 # The admin's CSS and scripts (/static/), served from the installed apps by this process, so `make run` and a

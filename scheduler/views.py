@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from console.collector import LiveStateCollector
 from core import metrics
-from core.metrics import LiveStateCollector
 from core.redis import UNAVAILABLE, get_redis
 
 log = logging.getLogger(__name__)

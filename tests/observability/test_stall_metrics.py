@@ -33,7 +33,7 @@ def test_a_garbage_collector_pass_is_timed_by_generation():
 
     from prometheus_client import REGISTRY
 
-    from core import background
+    from scheduler import background
 
     def passes(generation: str) -> float:
         return REGISTRY.get_sample_value("scheduler_gc_pause_seconds_count", {"generation": generation}) or 0.0

@@ -12,10 +12,10 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from core import background
 from core.redis import get_sync_redis, keys, run_sync
 from nodes import services
 from pools.leader import Leader
+from scheduler import background
 from tests.conftest import point_at_redis
 from tests.pools.test_pool_membership import start
 
