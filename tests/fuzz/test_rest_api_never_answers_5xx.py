@@ -15,7 +15,7 @@ from schemathesis.openapi import from_url
 
 from tests.fuzz.conftest import error_lines, read_log
 
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = 15
 # Long-polls are capped so a drawn `wait=30` costs a moment, not half a minute; other values stay as drawn.
 SHORT_WAIT = "0.05"
 
