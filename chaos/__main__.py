@@ -72,7 +72,12 @@ def run(scenario: Scenario, run_dir: Path, database_url: str | None) -> int:
         thread = run_in_thread(client, scenario.rate_per_s, scenario.load_s)
         FaultRunner(stack, history, settings.REDIS_KEY_PREFIX).run(scenario.schedule(), load_started, say)
         thread.join(scenario.load_s + follow_s + 30)
-        say(f"==> load over after {time.monotonic() - load_started:.1f} s: {client.accepted} accepted, {client.ended} ended; collecting")
+        # The mirror is judged once the stack has had its documented time to repair it: one reconciler round
+        # after the grace it gives young rows (zero where the stack has no reconciler).
+        settle_s = float(getattr(settings, "JOB_RECONCILE_GRACE_S", 0)) + float(getattr(settings, "JOB_RECONCILE_INTERVAL_S", 0))
+        say(f"==> load over after {time.monotonic() - load_started:.1f} s: {client.accepted} accepted, {client.ended} ended; "
+            f"collecting after {settle_s:g} s for the mirror to settle")  # fmt: skip
+        time.sleep(settle_s)
         final = collect(run_dir, stack.urls, stack.env.api_key, stack.env.redis.url, settings.REDIS_KEY_PREFIX, 30)
         sampler.stop()
         say(f"==> at rest after {final['rest_wait_s']} s, audit written after {final['audit_wait_s']} s")

@@ -27,6 +27,10 @@ STACK_TIMINGS: dict[str, str] = {
     "POOL_LEADER_GIVE_UP_S": "2",
     "POOL_REBUILD_INTERVAL_S": "5",
     "AUDIT_INTERVAL_S": "0.5",
+    # The mirror's reconciler and a reconnecting node's grace, where the stack has them.
+    "JOB_RECONCILE_INTERVAL_S": "2",
+    "JOB_RECONCILE_GRACE_S": "5",
+    "NODE_RECONNECT_GRACE_S": "2",
 }
 
 
