@@ -298,7 +298,8 @@ def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dic
     for job_id, submit in submits.items():
         end = ends[job_id][0] if ends.get(job_id) else {}
         created = (end.get("created_at") or submit.get("created_at") or 0) / 1000
-        ended = (end.get("ended_at") or 0) / 1000 or None
+        # An answer from the mirror (a job Redis forgot) may carry no end time: the client's reading stands in.
+        ended = ((end.get("ended_at") or end["t"] * 1000) / 1000) if end else None
         lives.append((job_id, created, ended, end))
     table = []
     # A job that never ended is counted with the first fault it was in flight for, not with every later one.
