@@ -12,10 +12,14 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaos.checker import check, deadline_bound_s
 from chaos.client import ChaosClient, JsonLines, run_in_thread
 from chaos.scenario import SCENARIOS, Scenario
+
+if TYPE_CHECKING:
+    from chaos.stack import Stack
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TIMING_NAMES = (
@@ -28,7 +32,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def wait_for_fleet(stack, expected: int, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+def wait_for_fleet(stack: Stack, expected: int, timeout_s: float) -> None:
     from core.redis import keys
 
     client = stack.env.client()

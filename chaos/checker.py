@@ -139,7 +139,7 @@ def check(run_dir: Path) -> Report:
     ]
     load_start = min((event["t"] for event in client), default=0.0)
     fault_rows = fault_table(faults, submits, ends, samples, timings, load_start)
-    observations = observe(client, nodes, final, submits, ends)
+    observations = observe(client, nodes, final, submits, ends, samples, load_start)
     states = Counter(ends[job][0]["state"] if ends.get(job) else "no end" for job in submits)
     totals = {
         "jobs accepted": len(submits),
@@ -164,7 +164,13 @@ def _outage_overlap(faults: list[dict[str, Any]], start: float, end: float, timi
     return extra
 
 
-def check_endings(submits, ends, final, faults, bound, timings) -> Row:  # type: ignore[no-untyped-def]
+Events = list[dict[str, Any]]
+
+
+def check_endings(
+    submits: dict[str, Any], ends: dict[str, Events], final: dict[str, Any], faults: Events, bound: float,
+    timings: dict[str, float],
+) -> Row:
     row = Row("I1", "every accepted job ends once, within its bound")
     for job_id, submit in submits.items():
         row.checked += 1
@@ -293,7 +299,10 @@ def check_mirror(submits: dict[str, Any], ends: dict[str, list[dict[str, Any]]],
     return row
 
 
-def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def fault_table(
+    faults: Events, submits: dict[str, Any], ends: dict[str, Events], samples: Events, timings: dict[str, float],
+    load_start: float,
+) -> list[dict[str, Any]]:
     lives = []
     for job_id, submit in submits.items():
         end = ends[job_id][0] if ends.get(job_id) else {}
@@ -352,7 +361,32 @@ def fault_table(faults, submits, ends, samples, timings, load_start) -> list[dic
     return table
 
 
-def observe(client, nodes, final, submits, ends) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def audit_stall(samples: list[dict[str, Any]], load_start: float) -> str:
+    """The longest stretch of samples in which the audit backlog only grew, and the largest backlog seen."""
+    longest = (0.0, 0.0)
+    begun: float | None = None
+    previous = 0
+    for sample in samples:
+        backlog = sample.get("audit_backlog")
+        if backlog is None:
+            continue
+        if backlog > previous and backlog > 0:
+            begun = sample["t"] if begun is None else begun
+            if sample["t"] - begun > longest[1] - longest[0]:
+                longest = (begun, sample["t"])
+        elif backlog < previous or backlog == 0:
+            begun = None
+        previous = backlog
+    peak = max((s.get("audit_backlog") or 0 for s in samples), default=0)
+    if longest[1] == longest[0]:
+        return f"peak backlog {peak}"
+    return f"peak backlog {peak}; longest growth {longest[1] - longest[0]:.1f} s from t={longest[0] - load_start:.1f} s"
+
+
+def observe(
+    client: Events, nodes: Events, final: dict[str, Any], submits: dict[str, Any], ends: dict[str, Events],
+    samples: Events, load_start: float,
+) -> list[tuple[str, str]]:
     statuses = Counter(
         f"{e['call']} {e['status'] or e.get('error')}{' ' + e['code'] if e.get('code') else ''}" for e in client if e["ev"] == "http"
     )
@@ -376,5 +410,6 @@ def observe(client, nodes, final, submits, ends) -> list[tuple[str, str]]:  # ty
         ("jobs failed without any attempt", f"{len(no_attempt)}" + (f" (e.g. {no_attempt[0]})" if no_attempt else "")),
         ("duplicate job_ids refused by nodes", str(sum(1 for e in nodes if e["ev"] == "assign" and e.get("seen_before")))),
         ("peak jobs in flight per node (node side)", ", ".join(f"{p} {n}" for p, n in sorted(peak.items())) or "none"),
+        ("audit writer (sampled)", audit_stall(list(samples), load_start)),
         ("wait for rest / for the audit writer", f"{final['rest_wait_s']} s / {final['audit_wait_s']} s"),
     ]

@@ -51,14 +51,21 @@ class Sampler:
             pipe.get(k.pool_epoch)
             pipe.get(k.pool_lease)
             pipe.hget(k.pool_config, "epoch")
+            # The audit backlog and how long the writer's lock still has: a writer that died holding the
+            # lock shows as a backlog that grows until the lock expires.
+            pipe.xlen(k.audit_stream)
+            pipe.ttl(k.lock("core.write_audit"))
             replies = pipe.execute()
         nodes = {}
         for index, node_id in enumerate(node_ids):
             maximum, reserved, running, status = replies[index * 4 : index * 4 + 4]
             nodes[node_id] = [int(maximum) if maximum else None, reserved, running, status]
-        epoch, lease, config_epoch = replies[-3:]
+        epoch, lease, config_epoch, audit_backlog, audit_lock_ttl = replies[-5:]
         self.samples += 1
-        self.log.write("sample", now_ms=now_ms, nodes=nodes, epoch=_int(epoch), lease=lease, config_epoch=_int(config_epoch))
+        self.log.write(
+            "sample", now_ms=now_ms, nodes=nodes, epoch=_int(epoch), lease=lease, config_epoch=_int(config_epoch),
+            audit_backlog=audit_backlog, audit_lock_ttl=audit_lock_ttl,
+        )  # fmt: skip
 
 
 def _int(value: str | None) -> int | None:
