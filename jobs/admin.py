@@ -73,7 +73,7 @@ def _report(
 
 class JobAttemptInline(admin.TabularInline):
     model = JobAttempt
-    fields = ("attempt_id", "node_id", "state", "reason", "started_at", "ended_at", "duration")
+    fields = ("attempt_id", "node_id", "state", "reason", "node_error_pretty", "started_at", "ended_at", "duration")
     readonly_fields = fields
     ordering = ("attempt_id",)
     extra = 0
@@ -84,6 +84,10 @@ class JobAttemptInline(admin.TabularInline):
         if attempt.started_at is None or attempt.ended_at is None:
             return None
         return _milliseconds(attempt.ended_at - attempt.started_at)
+
+    @admin.display(description="node's error")
+    def node_error_pretty(self, attempt: JobAttempt) -> str | None:
+        return _pretty_json(attempt.node_error) if attempt.node_error else None
 
     def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 from ninja.responses import Status
-from pydantic import ConfigDict
+from pydantic import ConfigDict, StrictBool, StrictInt
 
 from access.auth import actor_of, require
 from access.models import Scope
@@ -31,7 +31,8 @@ class PipelineIn(Schema):
 
 
 class JobIn(Schema):
-    model_config = ConfigDict(extra="allow")
+    # Fields not named here are dropped, never stored or sent on: the node reads only what PROTOCOL lists.
+    model_config = ConfigDict(extra="ignore")
 
     src_lang: str = Field(description="ISO 639-1 code, or `auto`")
     tgt_lang: str = Field(description="ISO 639-1 code")
@@ -44,6 +45,24 @@ class JobIn(Schema):
     trace_id: str | None = Field(None, max_length=128)
     node_id: str | None = Field(None, max_length=64, description="pin the job to this node")
     timeout_ms: int | None = Field(None, ge=100, le=600_000)
+    # The optional job_assign fields (PROTOCOL, section 1), passed to the node unchanged. Strict types: the
+    # node's own parser would refuse "true" for a bool or "500" for a number, so the API refuses them first.
+    dialect: str | None = Field(None, min_length=1, max_length=32)
+    features: dict[str, StrictBool] | None = Field(None, max_length=32, description="feature flags, e.g. emotion_detection")
+    mode: Literal["one_way", "two_way_auto"] | None = None
+    lang_a: str | None = Field(None, description="ISO 639-1; with `lang_b`, the two languages of a two-way session")
+    lang_b: str | None = Field(None, description="ISO 639-1")
+    auto_langs: list[str] | None = Field(None, max_length=16, description="ISO 639-1 codes the language detection may choose")
+    enable_streaming_asr: StrictBool | None = None
+    partial_update_interval_ms: StrictInt | None = Field(None, ge=50, le=60_000)
+    padding_ms: StrictInt | None = Field(None, ge=0, le=10_000)
+    turn_id: str | None = Field(None, min_length=1, max_length=128)
+    context_text: str | None = Field(None, max_length=4000)
+    group_id: str | None = Field(None, min_length=1, max_length=128)
+    part_index: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    is_manual_cut: StrictBool | None = None
+    is_timeout_triggered: StrictBool | None = None
+    is_max_duration_triggered: StrictBool | None = None
 
 
 def _wait(value: str | None) -> float | None:
@@ -64,9 +83,12 @@ def _check_languages(payload: JobIn) -> None:
     if payload.tgt_lang not in ISO_639_1:
         raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {payload.tgt_lang!r}", {"field": "tgt_lang"})
     for name in ("lang_a", "lang_b"):
-        value = getattr(payload, name, None)
+        value = getattr(payload, name)
         if value is not None and value not in ISO_639_1:
-            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value!r}", {"field": name})
+            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value[:16]!r}", {"field": name})
+    for index, value in enumerate(payload.auto_langs or ()):
+        if value not in ISO_639_1:
+            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value[:16]!r}", {"field": f"auto_langs.{index}"})
 
 
 @router.post("", auth=require(Scope.JOBS_WRITE), summary="Submit a job", response={200: dict, 202: dict})

@@ -35,7 +35,7 @@ JOB_UPDATE_FIELDS = (
     "timings",
     "seq",
 )
-ATTEMPT_UPDATE_FIELDS = ("node_id", "state", "reason", "started_at", "ended_at", "seq")
+ATTEMPT_UPDATE_FIELDS = ("node_id", "state", "reason", "started_at", "ended_at", "node_error", "seq")
 
 
 def _at(ms: int | float | str | None) -> datetime | None:
@@ -110,6 +110,7 @@ def _attempt_row(entry: dict[str, Any], started_at: datetime | None) -> JobAttem
         reason=entry.get("reason") or "",
         started_at=started_at,
         ended_at=_at(entry.get("ended_at")),
+        node_error=entry.get("node_error"),
         seq=int(entry["seq"]),
     )
 

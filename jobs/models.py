@@ -91,6 +91,9 @@ class JobAttempt(models.Model):
     # Null only while the entry that started the attempt has not arrived yet (entries may come out of order).
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    node_error = models.JSONField(
+        null=True, blank=True, help_text="The node's own error report {code, message, details}, bounded in size."
+    )
     seq = models.BigIntegerField(editable=False)
 
     class Meta:

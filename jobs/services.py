@@ -41,12 +41,21 @@ RETRYABLE = {
     FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT, FailureReason.DISPATCH_FAILED,
     FailureReason.NODE_OFFLINE, FailureReason.NODE_ERROR, FailureReason.MODEL_NOT_AVAILABLE,
 }  # fmt: skip
+# Attempts that ended because the node went away, not because it answered: the node may not have seen the
+# job at all (or restarted and forgot it), so it may take a retry when no untried node has capacity.
+WENT_AWAY = {FailureReason.NODE_OFFLINE, FailureReason.DISPATCH_FAILED}
 # Job fields of PROTOCOL's job_assign that a submitter may give and we pass through unchanged.
 PASS_THROUGH = (
     "dialect", "features", "mode", "lang_a", "lang_b", "auto_langs", "enable_streaming_asr",
     "partial_update_interval_ms", "padding_ms", "turn_id", "context_text", "group_id", "part_index",
     "is_manual_cut", "is_timeout_triggered", "is_max_duration_triggered",
 )  # fmt: skip
+# Bounds of the node's own error report kept on an attempt (code, message, details as JSON).
+NODE_ERROR_CODE_MAX = 64
+NODE_ERROR_MESSAGE_MAX = 2000
+NODE_ERROR_DETAILS_MAX_BYTES = 4096
+# What the real node says of a result's quality, kept with the result when present.
+QUALITY_FIELDS = ("asr_quality_level", "quality_score", "reason_codes", "rerun_count", "segments_meta")
 # Longer than a selection ever takes (a few reservation attempts), short enough that a selector that died
 # mid-way does not hold a waiting job back for long.
 CLAIM_TTL_MS = 5000
@@ -168,14 +177,29 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
 # --- selection, reservation, dispatch -------------------------------------------------------------------------
 
 
-async def _candidates(job: dict[str, str], request: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
-    """Random candidates (node, pool) from the eligible pools' members, excluding nodes tried before;
-    cost independent of pool size (SRANDMEMBER of a fixed sample per pool). Also returns how many pools
-    had any member (0 means POOL_EMPTY)."""
+async def _barred_nodes(job: dict[str, str]) -> tuple[set[str], set[str]]:
+    """Nodes tried before, split into those a retry must avoid (they answered the job, or timed out on it)
+    and those that may take it again (every attempt they had ended with a WENT_AWAY reason)."""
     tried = set(filter(None, job.get("tried", "").split(",")))
+    if not tried:
+        return set(), set()
+    attempts = [json.loads(raw) for raw in await get_redis().hvals(keys().job_attempts(job["job_id"]))]
+    went_away = {a.get("node_id") for a in attempts if a.get("reason") in WENT_AWAY}
+    barred = {a.get("node_id") for a in attempts if a.get("reason") not in WENT_AWAY}
+    returning = (tried & went_away) - barred
+    return tried - returning, returning
+
+
+async def _candidates(job: dict[str, str], request: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
+    """Random candidates (node, pool) from the eligible pools' members: untried nodes first, then nodes
+    whose earlier attempt ended because they went away (the retry rule); cost independent of pool size
+    (SRANDMEMBER of a fixed sample per pool). Also returns how many pools had any member (0 means
+    POOL_EMPTY)."""
+    barred, returning = await _barred_nodes(job)
+    tried = barred | returning
     if job.get("pinned"):
         node_id = job["pinned"]
-        return ([] if node_id in tried else [(node_id, "")]), 1
+        return ([] if node_id in barred else [(node_id, "")]), 1
     k = keys()
     config = pools.cached_config()
     while True:
@@ -197,15 +221,20 @@ async def _candidates(job: dict[str, str], request: dict[str, Any]) -> tuple[lis
     for pool in eligible:
         metrics.POOL_DEMAND.labels(pool=pool.name).inc()
     found: dict[str, str] = {}
+    again: dict[str, str] = {}
     populated = 0
     for pool, members in zip(eligible, samples, strict=True):
         populated += bool(members)
         for node_id in members:
             if node_id not in tried:
                 found.setdefault(node_id, pool.name)
+            elif node_id in returning:
+                again.setdefault(node_id, pool.name)
     candidates = list(found.items())
     random.shuffle(candidates)
-    return candidates, populated
+    fallback = list(again.items())
+    random.shuffle(fallback)
+    return candidates + fallback, populated
 
 
 async def select_and_dispatch(job_id: str, attempt: int, submitted_at: int | None = None) -> str:
@@ -296,11 +325,21 @@ async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: i
     if step[0] != "OK":
         return "stale"  # cancelled meanwhile; the cancel freed the slot
     latency_ms = now - submitted_at if submitted_at is not None else None
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zadd(k.job_deadlines, {job_id: deadline})
-        stats.record_dispatch(pipe, pool or "pinned", latency_ms)
-        audit.add(pipe, "jobs", **_attempt_audit_data(job_id, attempt, node_id, JobState.DISPATCHED, int(step[1]), started_at=now))
-        await pipe.execute()
+
+    async def record() -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zadd(k.job_deadlines, {job_id: deadline})
+            stats.record_dispatch(pipe, pool or "pinned", latency_ms)
+            audit.add(pipe, "jobs", **_attempt_audit_data(job_id, attempt, node_id, JobState.DISPATCHED, int(step[1]), started_at=now))
+            await pipe.execute()
+
+    if supports_ack:
+        await record()
+    else:
+        # A node that never acks is running the job as far as anyone can tell once it is sent: its slot
+        # counts as running from now (nodes that ack keep theirs reserved until the ack). Committed before
+        # the frame leaves, so an instant answer's release comes after it; beside the pipeline, not after it.
+        await asyncio.gather(record(), _commit_slot(node_id, job_id, attempt, deadline + 5000))
     frame = _job_assign_frame(job_id, attempt, job, request, audio if audio is not None else (stored[0] or ""))
     if not await _deliver(meta, frame):
         await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the node could not be reached", node_id)
@@ -357,6 +396,10 @@ async def _step(job_id: str, attempt: int | str, expected: list[str], new: str, 
     )
 
 
+async def _commit_slot(node_id: str, job_id: str, attempt: int | str, expires_ms: int) -> None:
+    await scripts.run("node_slot", _node_slot_keys(node_id), ["commit", _member(job_id, attempt), expires_ms])
+
+
 async def _free_slot(node_id: str, job_id: str, attempt: int | str) -> None:
     await scripts.run("node_slot", _node_slot_keys(node_id), ["release", _member(job_id, attempt), 0])
 
@@ -364,8 +407,11 @@ async def _free_slot(node_id: str, job_id: str, attempt: int | str) -> None:
 # --- ends of attempts and jobs ----------------------------------------------------------------------------------
 
 
-async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: str, node_id: str = "") -> str:
-    """End an attempt as failed: free its slot, tell the node to stop, retry on another node or fail."""
+async def fail_attempt(
+    job_id: str, attempt: int | str, reason: str, message: str, node_id: str = "", *, node_error: dict[str, Any] | None = None
+) -> str:
+    """End an attempt as failed: free its slot, tell the node to stop, retry on another node or fail.
+    `node_error` is the node's own report (see `bounded_node_error`), kept on the attempt."""
     k = keys()
     result = await scripts.run(
         "job_fail_attempt",
@@ -373,6 +419,7 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
         [
             str(attempt), reason, settings.JOB_MAX_ATTEMPTS, "1" if reason in RETRYABLE else "0", node_id, message,
             settings.JOB_RETENTION_S, int(settings.JOB_PENDING_TIMEOUT_S * 1000),
+            json.dumps(node_error) if node_error else "",
         ],
     )
     if result[0] == "STALE":
@@ -383,7 +430,9 @@ async def fail_attempt(job_id: str, attempt: int | str, reason: str, message: st
         if reason in (FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT):
             await _send_cancel(job_id, holder, reason.lower())
     seq = int(result[2] if result[0] == "RETRY" else result[1])
-    await _audit_attempt(job_id, attempt, holder, JobState.FAILED, seq, reason=reason, ended_at=int(result[-2]))
+    await _audit_attempt(
+        job_id, attempt, holder, JobState.FAILED, seq, reason=reason, ended_at=int(result[-2]), node_error=node_error
+    )
     trace_id = await get_redis().hget(k.job(job_id), "trace_id")
     context = {"job_id": job_id, "attempt_id": str(attempt), "reason": reason, "node_id": holder, "trace_id": trace_id}
     log.info("attempt failed", extra={"event": "attempt_failed", **context})
@@ -484,7 +533,7 @@ async def acknowledged(job_id: str, attempt: int | str, node_id: str) -> bool:
                        {"acked_at": str(_now_ms()), "deadline": str(deadline), "deadline_kind": "job"}, node=node_id)
     if step[0] != "OK":
         return False
-    await scripts.run("node_slot", _node_slot_keys(node_id), ["commit", _member(job_id, attempt), deadline + 5000])
+    await _commit_slot(node_id, job_id, attempt, deadline + 5000)
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.zadd(k.job_deadlines, {job_id: deadline})
         audit.add(pipe, "jobs", **_attempt_audit_data(job_id, attempt, node_id, JobState.ACKED, int(step[1])))
@@ -535,9 +584,23 @@ async def on_job_result(message: Any, node_id: str) -> None:
         reason = FailureReason.MODEL_NOT_AVAILABLE
     else:
         reason = FailureReason.NODE_ERROR
-    outcome = await fail_attempt(message.job_id, attempt, reason, (error.message if error else "")[:500], node_id)
+    outcome = await fail_attempt(
+        message.job_id, attempt, reason, (error.message if error else "")[:500], node_id, node_error=bounded_node_error(error)
+    )
     if outcome == "stale":
         metrics.STALE_NODE_MESSAGES.labels(type="job_result").inc()
+
+
+def bounded_node_error(error: Any) -> dict[str, Any]:
+    """The node's own error report as kept on the attempt: its code, message and details, each bounded so a
+    runaway stack trace cannot bloat the job hash or the audit rows."""
+    if error is None:
+        return {"code": "PROCESSING_ERROR", "message": "the node reported a failure without an error", "details": None}
+    details = error.details
+    size = len(json.dumps(details, default=str))
+    if size > NODE_ERROR_DETAILS_MAX_BYTES:
+        details = {"truncated": True, "bytes": size}
+    return {"code": str(error.code)[:NODE_ERROR_CODE_MAX], "message": str(error.message)[:NODE_ERROR_MESSAGE_MAX], "details": details}
 
 
 async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
@@ -545,6 +608,9 @@ async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
         "text_asr": message.text_asr, "text_translated": message.text_translated, "tts_audio": message.tts_audio,
         "tts_format": message.tts_format, "extra": message.extra, "processing_time_ms": message.processing_time_ms,
     }  # fmt: skip
+    for name in QUALITY_FIELDS:
+        if getattr(message, name) is not None:
+            result[name] = getattr(message, name)
     now = _now_ms()
     step = await _step(message.job_id, attempt, [JobState.DISPATCHED, JobState.ACKED], JobState.DONE,
                        {"result": json.dumps(result), "ended_at": str(now), "deadline": ""}, node=node_id)
@@ -611,7 +677,7 @@ async def sweep_deadlines(limit: int = 500) -> int:
         if kind == "pending" and state == JobState.SELECTING:
             reason = waiting or FailureReason.NO_AVAILABLE_NODE
             message = "no node serves these languages" if reason == FailureReason.POOL_EMPTY else "no node had capacity in time"
-            await fail_attempt(job_id, attempt, reason, message, "")
+            await fail_attempt(job_id, attempt, reason, await _earlier_causes(job_id, attempt) + message, "")
             continue
         if kind == "ack" and state == JobState.DISPATCHED:
             metrics.TIMEOUTS.labels(kind="ack").inc()
@@ -625,6 +691,20 @@ async def sweep_deadlines(limit: int = 500) -> int:
             # The instance that reserved died before dispatching.
             await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "dispatch did not complete", node_id)
     return fired
+
+
+async def _earlier_causes(job_id: str, attempt: str) -> str:
+    """What ended the attempts before `attempt`, so a job that fails waiting for a retry names the real cause
+    ("attempt 1 (node-1A2B3C4D): NODE_OFFLINE; attempt 2: no node had capacity in time")."""
+    if attempt == "1":
+        return ""
+    entries = sorted((json.loads(raw) for raw in await get_redis().hvals(keys().job_attempts(job_id))), key=lambda a: a["attempt_id"])
+    causes = [
+        f"attempt {a['attempt_id']}" + (f" ({a['node_id']})" if a.get("node_id") else "") + f": {a.get('reason')}"
+        for a in entries
+        if str(a["attempt_id"]) != attempt and a.get("reason")
+    ]
+    return "".join(f"{cause}; " for cause in causes) + f"attempt {attempt}: "
 
 
 async def pump_pending(limit: int = 100) -> int:
@@ -679,6 +759,9 @@ async def get_job(job_id: str) -> dict[str, Any]:
         "tried_nodes": [n for n in job.get("tried", "").split(",") if n],
         "attempts": sorted((json.loads(a) for a in attempts), key=lambda a: a["attempt_id"]),
     }
+    for entry in view["attempts"]:
+        if job.get(f"node_error:{entry['attempt_id']}"):
+            entry["node_error"] = json.loads(job[f"node_error:{entry['attempt_id']}"])
     if job.get("result"):
         view["result"] = json.loads(job["result"])
     if partials:
@@ -734,16 +817,19 @@ def _job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
 
 async def _audit_attempt(
     job_id: str, attempt: int | str, node_id: str, state: str, seq: int, *, reason: str = "",
-    started_at: int | None = None, ended_at: int | None = None,
+    started_at: int | None = None, ended_at: int | None = None, node_error: dict[str, Any] | None = None,
 ) -> None:
     await audit.record(
-        "jobs", **_attempt_audit_data(job_id, attempt, node_id, state, seq, reason=reason, started_at=started_at, ended_at=ended_at)
+        "jobs",
+        **_attempt_audit_data(
+            job_id, attempt, node_id, state, seq, reason=reason, started_at=started_at, ended_at=ended_at, node_error=node_error
+        ),
     )
 
 
 def _attempt_audit_data(
     job_id: str, attempt: int | str, node_id: str, state: str, seq: int, *, reason: str = "",
-    started_at: int | None = None, ended_at: int | None = None,
+    started_at: int | None = None, ended_at: int | None = None, node_error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An attempt's change for the audit trail (the live attempt list changed in the transition's own
     script). `seq` is the one that script returned, so two changes never share one."""
@@ -751,4 +837,6 @@ def _attempt_audit_data(
                             "node_id": node_id, "state": state, "reason": reason, "ended_at": ended_at}
     if started_at is not None:
         data["started_at"] = started_at
+    if node_error is not None:
+        data["node_error"] = node_error
     return data

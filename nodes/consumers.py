@@ -40,6 +40,11 @@ CLOSE_TOO_BIG = 1009
 # (daphne) will send, it closes with 1011 instead.
 CLOSE_TRY_AGAIN_LATER = 4503
 CLOSE_BAD_MESSAGES = 4400
+# Registration refused (INVALID_CAPABILITY_SCHEMA, NO_GPU_AVAILABLE, NODE_ID_CONFLICT, a bad node id). The
+# real node ignores the `error` frame and never registers again on that socket; closing lets its reconnect
+# backoff apply instead of leaving it connected and useless. The close reason repeats the code (uvicorn; daphne
+# sends none).
+CLOSE_REGISTRATION_REFUSED = 4422
 
 
 class ProtocolError(Exception):
@@ -141,6 +146,10 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc)
         except RegistrationRejected as exc:
             await self.send_frame({"type": "error", "code": exc.code, "message": exc.message, "details": exc.details})
+            if self.node_id is None:
+                # A registered socket keeps its registration (the real node stops reconnecting after a
+                # second server-side close): only a socket that never registered is closed.
+                await self.close(code=CLOSE_REGISTRATION_REFUSED, reason=exc.code)
         except UNAVAILABLE as exc:
             metrics.NODE_BAD_MESSAGES.labels(code="DEPENDENCY_DOWN").inc()
             log.warning(

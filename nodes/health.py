@@ -24,6 +24,8 @@ class _Usage(Protocol):
 class HealthCheck:
     ok: bool
     reason: str = ""
+    # Failed only on load: the services are ready. Enough to leave `registering` (see node_heartbeat.lua).
+    load_only: bool = False
 
 
 def pool_name(languages: list[str]) -> str:
@@ -52,5 +54,5 @@ def check_heartbeat(
     if usage is not None:
         for name, value in (("cpu", usage.cpu_percent), ("gpu", usage.gpu_percent), ("mem", usage.mem_percent)):
             if value is not None and value > threshold:
-                return HealthCheck(False, f"{name}_overloaded")
+                return HealthCheck(False, f"{name}_overloaded", load_only=True)
     return HealthCheck(True)

@@ -122,7 +122,8 @@ class ErrorInfo(Lenient):
 
     code: str = "PROCESSING_ERROR"
     message: str = ""
-    details: dict[str, Any] | None = None
+    # PROTOCOL's `details?` is any JSON: a node's odd details must not cost the job its error report.
+    details: Any = None
 
 
 class JobResult(Lenient):
@@ -143,6 +144,13 @@ class JobResult(Lenient):
     processing_time_ms: int | None = None
     error: ErrorInfo | None = None
     trace_id: str | None = None
+    # The real node's quality fields, kept with the result as sent (any JSON: a mistyped quality field must
+    # not cost the job its result).
+    asr_quality_level: Any = None
+    quality_score: Any = None
+    reason_codes: Any = None
+    rerun_count: Any = None
+    segments_meta: Any = None
 
 
 class NodeError(Lenient):

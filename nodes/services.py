@@ -362,7 +362,7 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
         "node_heartbeat",
         keys().node_keys(message.node_id),
         [
-            conn.conn_id, conn.token_id, "1" if check.ok else "0",
+            conn.conn_id, conn.token_id, "1" if check.ok else ("load" if check.load_only else "0"),
             _ms(settings.NODE_HEARTBEAT_TIMEOUT_S), _ms(settings.NODE_WARMUP_TIMEOUT_S),
             settings.NODE_HEALTH_CONSECUTIVE_FAILURES, settings.NODE_HEALTH_WINDOW,
             settings.NODE_HEALTH_WINDOW_FAILURES, settings.NODE_CAPABILITIES_TTL_S,
@@ -389,7 +389,8 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
     )
     metrics.NODE_HEARTBEATS.labels(result="ok" if check.ok else "failed_check").inc()
     if old_status != new_status:
-        await status_changed(message.node_id, old_status, new_status, check.reason or "heartbeat", SYSTEM, int(now), conn.channel)
+        reason = "heartbeat_under_load" if new_status == NodeStatus.READY and not check.ok else check.reason or "heartbeat"
+        await status_changed(message.node_id, old_status, new_status, reason, SYSTEM, int(now), conn.channel)
     elif int(now) % 60_000 < _ms(settings.NODE_HEARTBEAT_INTERVAL_S):
         # Keep the audit mirror's last-seen roughly fresh without one database write per heartbeat.
         await audit.record("node", type="seen", node_id=message.node_id, at=int(now))

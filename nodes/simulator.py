@@ -65,6 +65,7 @@ MNA_REASON = "not_installed"
 # packet; 0xF8 0xFF 0xFE is an Opus silence frame), so a server that unwraps the framing finds it well formed.
 _TTS_PACKET = b"\xf8\xff\xfe"
 SIMULATED_TTS_AUDIO = base64.b64encode(struct.pack("<H", len(_TTS_PACKET)) + _TTS_PACKET).decode("ascii")
+SIMULATED_QUALITY_SCORE = 0.92
 # Share of the processing time each pipeline stage reports in `extra.service_timings`.
 _STAGE_SHARES = (("asr", "use_asr", 0.45), ("nmt", "use_nmt", 0.15), ("tts", "use_tts", 0.40))
 # Streaming partials are capped so a long job with a short interval cannot flood the socket.
@@ -499,6 +500,12 @@ class SimulatedNode:
                 "extra": {"service_timings": timings},
                 "processing_time_ms": processing_time_ms,
                 "trace_id": assign.get("trace_id"),
+                # The real node's ASR quality report, sent with every successful result.
+                "asr_quality_level": "good",
+                "reason_codes": [],
+                "quality_score": SIMULATED_QUALITY_SCORE,
+                "rerun_count": 0,
+                "segments_meta": {"count": 1, "max_gap": 0.0, "avg_duration": round(processing_time_ms / 1000, 3)},
             }
         )
         return result

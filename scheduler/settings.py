@@ -182,7 +182,9 @@ POOL_LEADER_ENABLED = envbool("POOL_LEADER_ENABLED", True)
 
 JOB_ACK_TIMEOUT_S = envfloat("JOB_ACK_TIMEOUT_S", 3.0, minimum=0.05)
 JOB_TIMEOUT_S = envfloat("JOB_TIMEOUT_S", 30.0, minimum=0.1)
-JOB_PENDING_TIMEOUT_S = envfloat("JOB_PENDING_TIMEOUT_S", 10.0, minimum=0.05)
+# Longer than the real node's 15 s heartbeat interval: a node that comes back (restart, reconnect, a
+# degraded node recovering) needs up to one heartbeat to be ready again, and a job waiting for it must last.
+JOB_PENDING_TIMEOUT_S = envfloat("JOB_PENDING_TIMEOUT_S", 20.0, minimum=0.05)
 JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", 3, minimum=1)
 JOB_RETENTION_S = envint("JOB_RETENTION_S", 3600, minimum=1)
 JOB_MAX_AUDIO_BYTES = envint("JOB_MAX_AUDIO_BYTES", 2 * 1024 * 1024, minimum=1024)

@@ -5,7 +5,9 @@
 -- The ended attempt's entry in the job's attempt list changes in the same step.
 -- KEYS: 1 job hash, 2 attempts hash (attempt id -> JSON)
 -- ARGV: 1 attempt, 2 reason, 3 max attempts, 4 retryable ("1"/"0"), 5 node that must hold it ("" = any),
---       6 message, 7 retention s once terminal, 8 pending timeout ms for the retry
+--       6 message, 7 retention s once terminal, 8 pending timeout ms for the retry,
+--       9 the node's own error report (JSON {code, message, details}, bounded by the caller; "" = none),
+--         kept in the job hash as `node_error:<attempt>`
 -- Returns: {"RETRY", new_attempt, seq, now_ms, node} | {"FAILED", seq, now_ms, node} | {"STALE", state, attempt}
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'STALE', '', ''} end
@@ -26,6 +28,8 @@ entry['state'] = 'FAILED'
 entry['reason'] = ARGV[2]
 entry['node_id'] = node
 entry['ended_at'] = now
+-- Kept as the caller encoded it, beside the entry: decoding it here would turn its empty lists into objects.
+if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'node_error:' .. attempt, ARGV[9]) end
 redis.call('HSET', KEYS[2], attempt, cjson.encode(entry))
 local error_json = cjson.encode({code = ARGV[2], message = ARGV[6]})
 local last = tonumber(attempt) or 0

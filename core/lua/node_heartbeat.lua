@@ -1,8 +1,9 @@
 -- Apply one heartbeat: refresh liveness and capabilities, then step the health state machine
--- (registering/degraded -> ready on a good check; ready -> degraded after N consecutive failed checks or
--- M failures among the last W checks).
+-- (registering/degraded -> ready on a good check; registering -> ready also on a check that failed only
+-- on load; ready -> degraded after N consecutive failed checks or M failures among the last W checks).
 -- KEYS: 1 meta, 2 capabilities, 3 cap
--- ARGV: 1 conn_id, 2 token_id, 3 check ok ("1"/"0"), 4 heartbeat timeout ms, 5 warm-up timeout ms,
+-- ARGV: 1 conn_id, 2 token_id, 3 check ("1" ok, "0" failed, "load" failed only on load),
+--       4 heartbeat timeout ms, 5 warm-up timeout ms,
 --       6 consecutive failures, 7 window size, 8 failures in window, 9 capabilities TTL s,
 --       10 meta fields (JSON object of strings), 11 capability fields (JSON object, "" keeps the stored ones),
 --       12 reason of the check result
@@ -46,6 +47,11 @@ else
   streak = streak + 1
   if status == 'ready' and (streak >= tonumber(ARGV[6]) or failures >= tonumber(ARGV[8])) then
     new_status = 'degraded'
+  elseif status == 'registering' and ARGV[3] == 'load' then
+    -- Services ready, machine busy: typically the load of starting the node itself. Waiting for the next
+    -- heartbeat (15 s on the real node) would keep it out of service that long; the failure still counts
+    -- in the window, so sustained overload degrades it by the usual rule.
+    new_status = 'ready'
   end
 end
 

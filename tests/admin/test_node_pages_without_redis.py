@@ -43,7 +43,8 @@ def test_the_node_list_renders_the_stored_records_with_a_warning_when_redis_is_d
     assert '<td class="field-status">Ready</td>' in html
     assert '<td class="field-live_status">-</td>' in html
     assert REDIS_DOWN_WARNING in html
-    assert elapsed < 5, f"a dead Redis held the page for {elapsed:.1f} s"
+    # Well under the time a hung connection would take (socket timeouts), even on a loaded machine.
+    assert elapsed < 10, f"a dead Redis held the page for {elapsed:.1f} s"
 
 
 def test_the_node_page_renders_with_a_warning_when_redis_is_down(

@@ -38,6 +38,12 @@ SUCCESS_KEYS = {
     "extra",
     "processing_time_ms",
     "trace_id",
+    # The real node's ASR quality report (`node-agent-result-sender.ts`).
+    "asr_quality_level",
+    "reason_codes",
+    "quality_score",
+    "rerun_count",
+    "segments_meta",
 }
 # The real node's error result: `node-agent-result-sender.ts`, as in the MODEL_NOT_AVAILABLE example.
 ERROR_KEYS = {
