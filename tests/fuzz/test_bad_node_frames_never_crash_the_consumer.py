@@ -183,6 +183,7 @@ def harness(start_server, api_key: str, node_token: str, redis_url: str):  # typ
     harness.http.close()
 
 
+@pytest.mark.timeout(360)
 def test_bad_node_frames_never_crash_the_consumer_nor_leak_a_slot(harness: Harness, record_property) -> None:  # type: ignore[no-untyped-def]
     families: Counter[str] = Counter()
     examples = 0
