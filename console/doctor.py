@@ -207,7 +207,7 @@ def check_redis_persistence(client: redis.Redis) -> Finding:
         save = "unknown (CONFIG is disabled)"
     recovery = (
         "the scheduler recovers from that (nodes re-register on their next heartbeat, pools are rebuilt, epochs "
-        "continue above the database's mark) but in-flight jobs and jobs waiting for a node are lost"
+        "continue above the database's mark) but in-flight jobs and jobs waiting for a node end FAILED STATE_LOST"
     )
     if appendonly:
         return passed("redis.persistence", f"appendonly yes, save '{save}': live state survives a restart")

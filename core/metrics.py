@@ -72,6 +72,11 @@ DISPATCH_SECONDS = Histogram(
 TIMEOUTS = Counter("scheduler_job_timeouts_total", "Ack and job timeouts fired.", ["kind"])
 RETRIES = Counter("scheduler_job_retries_total", "Attempts retried on another node, by the reason the last ended.", ["reason"])
 JOBS_ENDED = Counter("scheduler_jobs_total", "Jobs by terminal state and reason.", ["state", "reason"])
+JOBS_RECONCILED = Counter(
+    "scheduler_jobs_reconciled_total",
+    "Mirror rows the reconciler settled: an end recorded again (repaired) or a job Redis forgot (lost).",
+    ["outcome"],
+)
 STALE_NODE_MESSAGES = Counter(
     "scheduler_stale_node_messages_total", "Job messages for older attempts or jobs the node does not hold.", ["type"]
 )
@@ -85,7 +90,8 @@ POOL_DEMAND = Counter(
 )
 JOB_CLAIMS = Counter(
     "scheduler_job_claims_total",
-    "Attempts to take a job's placement claim: claimed, or busy (another process is placing it).",
+    "Placement claims: claimed, busy (another process is placing it), or taken_over (its placer died: the "
+    "sweeper queued the job for the pump).",
     ["result"],
 )
 LOCK_ACQUISITIONS = Counter(
@@ -116,7 +122,7 @@ def initialize_label_sets() -> None:
     for generation in ("0", "1", "2"):
         GC_PAUSE_SECONDS.labels(generation=generation)
     RESERVATIONS.labels(result="ok", reason="ok")
-    for refusal in ("not_ready", "draining", "languages", "service", "unavailable", "full", "gone"):
+    for refusal in ("not_ready", "draining", "stalled", "languages", "service", "unavailable", "full", "gone"):
         RESERVATIONS.labels(result="refused", reason=refusal)
     for operation in (*scripts.names(), "audit_record", "api", "channel_receive"):
         REDIS_ERRORS.labels(operation=operation)

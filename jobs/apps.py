@@ -20,6 +20,7 @@ class JobsConfig(AppConfig):
                     "job_result": services.on_job_result,
                 },
                 node_went_offline=services.node_went_offline,
+                node_reconnected=services.node_reconnected,
             )
         )
 
@@ -33,5 +34,5 @@ class JobsConfig(AppConfig):
         metrics.JOBS_ENDED.labels(state=JobState.CANCELLED, reason=FailureReason.CANCELLED)
         for result in ("created", "duplicate"):
             metrics.JOBS_SUBMITTED.labels(result=result)
-        for result in ("claimed", "busy"):
+        for result in ("claimed", "busy", "taken_over"):
             metrics.JOB_CLAIMS.labels(result=result)

@@ -34,6 +34,8 @@ class FailureReason(models.TextChoices):
     MODEL_NOT_AVAILABLE = "MODEL_NOT_AVAILABLE", "MODEL_NOT_AVAILABLE"
     CANCELLED = "CANCELLED", "CANCELLED"
     DEPENDENCY_DOWN = "DEPENDENCY_DOWN", "DEPENDENCY_DOWN"
+    # Redis lost the job's live state before it ended (jobs/reconcile.py); never set by the live path.
+    STATE_LOST = "STATE_LOST", "STATE_LOST"
 
 
 class Job(models.Model):

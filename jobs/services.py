@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from core import audit, metrics, scripts, stats
 from core.redis import get_redis, keys
-from jobs import waiters
+from jobs import reconcile, waiters
 from jobs.models import FailureReason, JobState
 from nodes import connections
 from pools import services as pools
@@ -88,6 +89,13 @@ def _now_ms() -> int:
 
 def _member(job_id: str, attempt: int | str) -> str:
     return f"{job_id}#{attempt}"
+
+
+def _orphan_check_ms() -> int:
+    """When the sweeper first looks at a job entering SELECTING: as its placer's claim runs out, so a job whose
+    placer died is taken over then (`_take_over_orphan`), not failed at its pending deadline; the sweep moves
+    the entry on to that deadline afterwards."""
+    return min(CLAIM_TTL_MS, int(settings.JOB_PENDING_TIMEOUT_S * 1000))
 
 
 def _node_slot_keys(node_id: str) -> list[str]:
@@ -159,9 +167,9 @@ async def submit_job(request: dict[str, Any], *, idempotency_key: str = "", clie
         "deadline": str(created_at + pending_ms), "deadline_kind": "pending",
     }  # fmt: skip
     async with get_redis().pipeline(transaction=False) as pipe:
-        pipe.zadd(k.job_deadlines, {job_id: created_at + pending_ms})
+        pipe.zadd(k.job_deadlines, {job_id: created_at + _orphan_check_ms()})
         pipe.zcard(k.jobs_pending)
-        audit.add(pipe, "jobs", **_job_audit_data(job_id, job))
+        audit.add(pipe, "jobs", **job_audit_data(job_id, job))
         _, waiting, _ = await pipe.execute()
     if waiting:
         # Older jobs are waiting for capacity: queue behind them (first come, first served) and let the
@@ -299,7 +307,11 @@ async def _place(job_id: str, attempt: int, job: dict[str, str], submitted_at: i
     node_id, pool = chosen
     step = await _step(job_id, attempt, [JobState.SELECTING], JobState.RESERVED, {"node_id": node_id, "pool": pool})
     if step[0] != "OK":
-        await _free_slot(node_id, job_id, attempt)  # cancelled meanwhile
+        # Cancelled meanwhile, or placed by another process: this selector was paused past its claim and a
+        # sweeper handed the job on. The reservation above then found that placement's own slot (same member)
+        # when both chose the same node; it is not this selector's to free.
+        if not (step[0] == "STALE" and step[1] in LIVE and step[2] == str(attempt) and step[3] == node_id):
+            await _free_slot(node_id, job_id, attempt)
         return "stale"
     async with client.pipeline(transaction=False) as pipe:
         pipe.zrem(k.jobs_pending, job_id)
@@ -428,6 +440,8 @@ async def fail_attempt(
     if holder:
         await _free_slot(holder, job_id, attempt)
         if reason in (FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT):
+            # Marked before the node hears of it: nothing it does after the cancel can race the mark.
+            await _mark_stalled(holder, job_id, reason)
             await _send_cancel(job_id, holder, reason.lower())
     seq = int(result[2] if result[0] == "RETRY" else result[1])
     await _audit_attempt(
@@ -439,7 +453,7 @@ async def fail_attempt(
     if result[0] == "RETRY":
         metrics.RETRIES.labels(reason=reason).inc()
         new_attempt = int(result[1])
-        await get_redis().zadd(k.job_deadlines, {job_id: _now_ms() + int(settings.JOB_PENDING_TIMEOUT_S * 1000)})
+        await get_redis().zadd(k.job_deadlines, {job_id: _now_ms() + _orphan_check_ms()})
         await _audit_job(job_id)
         await select_and_dispatch(job_id, new_attempt)
         return "retry"
@@ -447,10 +461,20 @@ async def fail_attempt(
     return "failed"
 
 
+async def _mark_stalled(node_id: str, job_id: str, reason: str) -> None:
+    """No new jobs for a node whose attempt timed out until it shows life (node_stalled.lua): a hung node
+    would otherwise be sent job after job, each waiting out its own timeout."""
+    if await scripts.run("node_stalled", [keys().node_meta(node_id)], []):
+        log.warning("node stalled: no new jobs until it shows life", extra={
+            "event": "node_stalled", "node_id": node_id, "job_id": job_id, "reason": reason})  # fmt: skip
+
+
 async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[str, Any] | None = None) -> None:
-    """After the transition to terminal `state`: clean-up, counters, the notice to long-polling clients and
-    the audit entries (`attempt_entry` first, when the ending attempt's own entry is still to be written),
-    in one round trip, then the job's entry from the hash it returned."""
+    """After the transition to terminal `state`: clean-up, counters and the notice to long-polling clients in
+    one round trip, then the audit entries (`attempt_entry`, when the ending attempt's own entry is still to
+    be written, and the job's from the hash the first round trip returned) in one MULTI, so the mirror gets
+    both or neither. A process that dies between the transition and the entries leaves the hash terminal
+    and the mirror live: the reconciler (jobs/reconcile.py) appends the same entries from the hash."""
     k = keys()
     client = get_redis()
     async with client.pipeline(transaction=False) as pipe:
@@ -461,8 +485,6 @@ async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[
         pipe.expire(k.job_attempts(job_id), settings.JOB_RETENTION_S)
         stats.record_end(pipe, job_id, state, reason, succeeded=state == JobState.DONE)
         pipe.publish(k.jobs_ended_channel, job_id)
-        if attempt_entry is not None:
-            audit.add(pipe, "jobs", **attempt_entry)
         pipe.zcard(k.jobs_pending)
         pipe.hgetall(k.job(job_id))
         *_, waiting, job = await pipe.execute()
@@ -470,8 +492,12 @@ async def _ended(job_id: str, state: str, reason: str = "", attempt_entry: dict[
     context = {"event": "job_ended", "job_id": job_id, "attempt_id": job.get("attempt_id"), "node_id": job.get("node_id"),
                "trace_id": job.get("trace_id")}  # fmt: skip
     log.info("job ended %s", state, extra={**context, "reason": reason or None})
-    if job:
-        await audit.record("jobs", **_job_audit_data(job_id, job))
+    entries = ([attempt_entry] if attempt_entry is not None else []) + ([job_audit_data(job_id, job)] if job else [])
+    if entries:
+        async with client.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                audit.add(pipe, "jobs", **entry)
+            await pipe.execute()
     if waiting:
         # A slot may have freed: give waiting jobs their chance in arrival order.
         connections.spawn(pump_pending())
@@ -651,6 +677,31 @@ async def node_went_offline(node_id: str) -> None:
         await fail_attempt(job_id, attempt, FailureReason.NODE_OFFLINE, "the node went offline", node_id)
 
 
+async def node_reconnected(node_id: str) -> int:
+    """The node registered on a new connection while it held attempts: its old socket is gone (superseded, or
+    lost with the web process that served it, which then never reported the close). It may still send their
+    results over the new socket; what has not come within NODE_RECONNECT_GRACE_S ends NODE_OFFLINE and goes
+    to another node, instead of waiting out the job timeout. Returns how many attempts got the grace."""
+    k = keys()
+    client = get_redis()
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zrange(k.node_reservations(node_id), 0, -1)
+        pipe.zrange(k.node_running(node_id), 0, -1)
+        reserved, running = await pipe.execute()
+    grace_ms = int(settings.NODE_RECONNECT_GRACE_S * 1000)
+    shortened = 0
+    for member in set(reserved) | set(running):
+        job_id, _, attempt = member.rpartition("#")
+        deadline = await scripts.run("job_deadline_shorten", [k.job(job_id)], [attempt, node_id, grace_ms, "reconnect"])
+        if deadline:
+            await client.zadd(k.job_deadlines, {job_id: int(deadline)})
+            shortened += 1
+    if shortened:
+        log.info("attempts of a reconnected node given a grace", extra={
+            "event": "node_reconnected", "node_id": node_id, "reason": f"{shortened} attempt(s)"})  # fmt: skip
+    return shortened
+
+
 # --- deadlines and the pending queue -----------------------------------------------------------------------------
 
 
@@ -665,11 +716,15 @@ async def sweep_deadlines(limit: int = 500) -> int:
     due = await client.zrangebyscore(k.job_deadlines, "-inf", now, start=0, num=limit, withscores=True)
     fired = 0
     for job_id, score in due:
-        job = await client.hmget(k.job(job_id), ["state", "attempt_id", "node_id", "deadline", "deadline_kind", "waiting_reason"])
-        state, attempt, node_id, deadline, kind, waiting = job
+        job = await client.hmget(
+            k.job(job_id), ["state", "attempt_id", "node_id", "deadline", "deadline_kind", "waiting_reason", "claim", "claim_until"]
+        )
+        state, attempt, node_id, deadline, kind, waiting, claim, claim_until = job
         if state is None or state in TERMINAL or not deadline:
             await scripts.run("deadline_settle", [k.job_deadlines], [job_id, score, ""])
             continue
+        if state == JobState.SELECTING and int(deadline) > now:
+            await _take_over_orphan(job_id, attempt, claim or "", int(claim_until or 0), now)
         if int(deadline) > now:
             await scripts.run("deadline_settle", [k.job_deadlines], [job_id, score, int(deadline)])
             continue
@@ -687,10 +742,27 @@ async def sweep_deadlines(limit: int = 500) -> int:
             metrics.TIMEOUTS.labels(kind="job").inc()
             await fail_attempt(job_id, attempt, FailureReason.JOB_TIMEOUT, "no result in time", node_id)
             continue
+        if kind == "reconnect" and state in (JobState.DISPATCHED, JobState.ACKED):
+            await fail_attempt(job_id, attempt, FailureReason.NODE_OFFLINE, "no result after the node reconnected", node_id)
+            continue
         if state == JobState.RESERVED:
             # The instance that reserved died before dispatching.
             await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "dispatch did not complete", node_id)
     return fired
+
+
+async def _take_over_orphan(job_id: str, attempt: str, claim: str, claim_until: int, now: int) -> None:
+    """A SELECTING job that nobody places: no live claim of its current attempt, and not in the pending queue
+    (where the pump would find it). Its placer died between creating it (or ending its previous attempt)
+    and placing it. Queued in arrival order, the pump places it on this same beat."""
+    if claim.startswith(f"{attempt}|") and claim_until > now:
+        return  # its placer is at work
+    k = keys()
+    created_at = await get_redis().hget(k.job(job_id), "created_at")
+    if created_at is None or not await get_redis().zadd(k.jobs_pending, {job_id: int(created_at)}, nx=True):
+        return  # gone meanwhile, or already waiting for capacity
+    metrics.JOB_CLAIMS.labels(result="taken_over").inc()
+    log.warning("orphaned job taken over", extra={"event": "job_taken_over", "job_id": job_id, "attempt_id": attempt})
 
 
 async def _earlier_causes(job_id: str, attempt: str) -> str:
@@ -744,7 +816,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
         pipe.hvals(k.job_attempts(job_id))
         job, partials, attempts = await pipe.execute()
     if not job:
-        raise JobNotFound(job_id)
+        return await _from_mirror(job_id)
     view: dict[str, Any] = {
         "job_id": job_id,
         "state": job["state"],
@@ -769,6 +841,15 @@ async def get_job(job_id: str) -> dict[str, Any]:
     if job.get("error") and job["state"] == JobState.FAILED:
         view["error"] = json.loads(job["error"])
     return view
+
+
+async def _from_mirror(job_id: str) -> dict[str, Any]:
+    """A job Redis does not know: ended past the retention, or lost with Redis's data (then settled FAILED
+    STATE_LOST, jobs/reconcile.py). Unknown to the database as well: JobNotFound."""
+    try:
+        return await database_sync_to_async(reconcile.ended_view)(job_id)
+    except reconcile.NotInMirror:
+        raise JobNotFound(job_id) from None
 
 
 async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:
@@ -797,10 +878,10 @@ async def wait_for_job(job_id: str, wait_s: float) -> dict[str, Any]:
 async def _audit_job(job_id: str) -> None:
     job = await get_redis().hgetall(keys().job(job_id))
     if job:
-        await audit.record("jobs", **_job_audit_data(job_id, job))
+        await audit.record("jobs", **job_audit_data(job_id, job))
 
 
-def _job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
+def job_audit_data(job_id: str, job: dict[str, str]) -> dict[str, Any]:
     """The audit entry of a job from its live hash."""
     request = json.loads(job.get("request") or "{}")
     return dict(

@@ -25,10 +25,12 @@ class PoolReactions:
 
 @dataclass(frozen=True)
 class JobReactions:
-    """`jobs.services`: a node's job messages (by frame type) and its going offline."""
+    """`jobs.services`: a node's job messages (by frame type), its going offline, and its coming back on a new
+    connection while it held attempts."""
 
     on_message: Mapping[str, Callable[[Any, str], Awaitable[None]]]
     node_went_offline: Callable[[str], Awaitable[Any]]
+    node_reconnected: Callable[[str], Awaitable[Any]]
 
 
 _pools: PoolReactions | None = None

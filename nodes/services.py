@@ -280,6 +280,8 @@ async def register_node(message: NodeRegister, conn: Connection) -> Registration
     superseded = bool(old_conn) and old_conn != conn.conn_id
     if superseded and old_channel:
         await connections.close_connection(old_channel, CLOSE_SUPERSEDED, old_conn)
+    if superseded:
+        await reactions.jobs().node_reconnected(node_id)
 
     metrics.NODE_REGISTRATIONS.labels(result="ok").inc()
     log.info(
@@ -591,6 +593,8 @@ def _live_view(meta: dict[str, str], cap: dict[str, str], reserved: int, running
         "transport": meta.get("transport", ""),
         "resource_usage": json.loads(meta["resource_usage"]) if meta.get("resource_usage") else None,
         "drained_by": meta.get("drained_by", "") if meta.get("drained") == "1" else "",
+        # An attempt on it timed out and it has not heartbeated since: it takes no new job (node_stalled.lua).
+        "stalled": meta.get("stalled") == "1",
         "version": meta.get("version", ""),
         "token_id": meta.get("token_id", ""),
         "channel": meta.get("channel", ""),

@@ -105,6 +105,7 @@ class EligiblePoolOut(Schema):
 class RemovedOut(Schema):
     not_ready: int
     draining: int
+    stalled: int
     missing_service: int
     languages_not_covered: int
     capacity_full: int

@@ -6,10 +6,11 @@ removed by the first filter it fails, so the counts per filter add up to the can
 
 1. `not_ready`: its status is not `ready` (registering, degraded, offline);
 2. `draining`: an operator drained it;
-3. `missing_service`: a service the job's pipeline needs is not ready on it;
-4. `languages_not_covered`: its own languages lack the job's (only overflow members can fail this: a
+3. `stalled`: an attempt on it timed out and it has not heartbeated since (`node_stalled.lua`);
+4. `missing_service`: a service the job's pipeline needs is not ready on it;
+5. `languages_not_covered`: its own languages lack the job's (only overflow members can fail this: a
    language-set pool is eligible only when its set covers the job);
-5. `capacity_full`: `running + reserved >= max_concurrent_jobs`.
+6. `capacity_full`: `running + reserved >= max_concurrent_jobs`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from pools.services import current_config
 
 NOT_READY = "not_ready"
 DRAINING = "draining"
+STALLED = "stalled"
 MISSING_SERVICE = "missing_service"
 LANGUAGES_NOT_COVERED = "languages_not_covered"
 CAPACITY_FULL = "capacity_full"
 # In the order they are applied.
-REMOVAL_REASONS = (NOT_READY, DRAINING, MISSING_SERVICE, LANGUAGES_NOT_COVERED, CAPACITY_FULL)
+REMOVAL_REASONS = (NOT_READY, DRAINING, STALLED, MISSING_SERVICE, LANGUAGES_NOT_COVERED, CAPACITY_FULL)
 
 # Failure reasons of PROTOCOL section 3 that a job would end with if it were submitted now.
 POOL_EMPTY = "POOL_EMPTY"
@@ -82,6 +84,7 @@ class Candidate:
     running: int
     reserved: int
     max_concurrent_jobs: int
+    stalled: bool = False
 
     @classmethod
     def from_live(cls, view: Mapping[str, Any], capabilities: Mapping[str, str]) -> Candidate:
@@ -96,6 +99,7 @@ class Candidate:
             running=int(view["running"]),
             reserved=int(view["reserved"]),
             max_concurrent_jobs=int(view["max_concurrent_jobs"]),
+            stalled=bool(view.get("stalled")),
         )
 
 
@@ -119,6 +123,8 @@ def removal_reason(candidate: Candidate, job: JobRequirements) -> str | None:
         return DRAINING
     if candidate.status != NodeStatus.READY:
         return NOT_READY
+    if candidate.stalled:
+        return STALLED
     if not job.pipeline.required_services <= candidate.ready_services:
         return MISSING_SERVICE
     if not covers(candidate.languages, job.src_lang, job.tgt_lang, job.lang_a, job.lang_b):

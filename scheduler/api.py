@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
@@ -179,6 +180,17 @@ def dependency_down(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 for _unavailable in UNAVAILABLE:
     api.add_exception_handler(_unavailable, dependency_down)
+
+
+def database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Reads that fall back to the mirror (a job Redis no longer holds, the history) need the database.
+    return error_answer(
+        request, 503, "DEPENDENCY_DOWN", "the scheduler's database is unavailable; retry later", {"dependency": "database"}
+    )
+
+
+for _unavailable in (OperationalError, InterfaceError):
+    api.add_exception_handler(_unavailable, database_down)
 
 
 @api.exception_handler(Exception)

@@ -23,6 +23,7 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(settings.NODE_SWEEP_INTERVAL_S, sender.signature("nodes.sweep_deadlines"))
     sender.add_periodic_task(settings.AUDIT_INTERVAL_S, sender.signature("core.write_audit"))
     sender.add_periodic_task(max(1.0, settings.JOB_SWEEP_INTERVAL_S), sender.signature("jobs.sweep_deadlines"))
+    sender.add_periodic_task(settings.JOB_RECONCILE_INTERVAL_S, sender.signature("jobs.reconcile"))
 
 
 class PoolLeaderStep(bootsteps.StartStopStep):

@@ -191,6 +191,13 @@ JOB_MAX_AUDIO_BYTES = envint("JOB_MAX_AUDIO_BYTES", 2 * 1024 * 1024, minimum=102
 JOB_SAMPLE_SIZE = envint("JOB_SAMPLE_SIZE", 8, minimum=1)
 JOB_MODEL_UNAVAILABLE_S = envfloat("JOB_MODEL_UNAVAILABLE_S", 60.0, minimum=0.1)
 JOB_SWEEP_INTERVAL_S = envfloat("JOB_SWEEP_INTERVAL_S", 0.25, minimum=0.01)
+# The reconciler (jobs/reconcile.py): how often it compares the mirror's live rows with Redis, and how old a
+# row must be before it is judged (younger ones usually have their entries still on the audit stream).
+# A node that comes back on a new connection while it held attempts: how long their results may take to come
+# over the new socket before they end NODE_OFFLINE and go elsewhere (instead of the whole job timeout).
+NODE_RECONNECT_GRACE_S = envfloat("NODE_RECONNECT_GRACE_S", 5.0, minimum=0.0)
+JOB_RECONCILE_INTERVAL_S = envfloat("JOB_RECONCILE_INTERVAL_S", 30.0, minimum=0.1)
+JOB_RECONCILE_GRACE_S = envfloat("JOB_RECONCILE_GRACE_S", 60.0, minimum=0.0)
 # A REST body carries the audio as base64 (4/3 of its size) beside the other fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = JOB_MAX_AUDIO_BYTES * 4 // 3 + 64 * 1024
 

@@ -123,10 +123,12 @@ def _kill_quietly(process: subprocess.Popen[bytes]) -> None:
 
 
 class RedisProcess:
-    """One redis-server with persistence off, its own temp dir and a free port on 127.0.0.1.
+    """One redis-server with its own temp dir (log) and a free port on 127.0.0.1; persistence off, or, with
+    `data_dir`, an append-only file there (fsync every second) that outlives the process.
 
     Use as a context manager (`with RedisProcess() as redis: ...`) or call `start()` and, always, `stop()`.
-    `kill()` and `pause()` simulate faults; `restart()` brings the server back, empty, on the same port.
+    `kill()` and `pause()` simulate faults; `restart()` brings the server back on the same port: empty, or
+    with what its append-only file holds.
     With `die_with_parent` the kernel SIGKILLs the server when the thread that started it ends (see
     `child_preexec`), so even a SIGKILLed owner leaves no server behind.
     """
@@ -139,8 +141,10 @@ class RedisProcess:
         start_timeout: float = 10.0,
         extra_args: Sequence[str] = (),
         die_with_parent: bool = True,
+        data_dir: Path | None = None,
     ) -> None:
         self.binary = binary or find_redis_server(install=install)
+        self.data_dir = data_dir
         self._requested_port = port
         self._port: int | None = port
         self.start_timeout = start_timeout
@@ -211,14 +215,20 @@ class RedisProcess:
 
     def _spawn_and_wait(self) -> None:
         assert self._dir is not None and self._port is not None
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # everysec: a crash of Redis alone loses nothing written before it (the kernel holds it); a crash of
+            # the machine loses at most the last second.
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.data_dir)]
+        else:
+            persistence = ["--appendonly", "no", "--dir", str(self._dir)]
         command = [
             self.binary,
             "--port", str(self._port),
             "--bind", HOST,
             "--save", "",
-            "--appendonly", "no",
+            *persistence,
             "--daemonize", "no",
-            "--dir", str(self._dir),
             "--logfile", "",
             *self.extra_args,
         ]  # fmt: skip
@@ -291,7 +301,7 @@ class RedisProcess:
         self._paused = False
 
     def restart(self) -> RedisProcess:
-        """Kill (if running) and start again on the same port, empty since nothing persists."""
+        """Kill (if running) and start again on the same port: empty, or loaded from `data_dir`."""
         if self._port is None:
             return self.start()
         self.kill()

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -31,7 +31,7 @@ from supervisor.embedded_redis import (
     child_preexec,
     find_redis_server,
 )
-from supervisor.webserver import DEFAULT_SERVER, SERVERS, server_command
+from supervisor.webserver import DEFAULT_SERVER, PING_INTERVAL_S, PING_TIMEOUT_S, SERVERS, server_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -39,6 +39,10 @@ SECRET_KEY_PATH = VAR_DIR / "secret_key"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
+# A child that dies after start-up is started again after 1, 2, 4 ... 30 s; one that then stays up this long
+# is healthy again and its next death waits 1 s.
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+HEALTHY_AFTER_S = 60.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -72,6 +76,8 @@ class Config:
     redis_url: str
     web_server: str = DEFAULT_SERVER
     web_processes: int = 1
+    ping_interval_s: int = PING_INTERVAL_S
+    ping_timeout_s: int = PING_TIMEOUT_S
     instance_id: str = ""
 
     @classmethod
@@ -84,6 +90,8 @@ class Config:
             redis_url=raw("REDIS_URL", environ) or "",
             web_server=envchoice("WEB_SERVER", DEFAULT_SERVER, SERVERS, environ=environ),
             web_processes=envint("WEB_PROCESSES", 1, minimum=1, environ=environ),
+            ping_interval_s=envint("WS_PING_INTERVAL_S", PING_INTERVAL_S, minimum=1, environ=environ),
+            ping_timeout_s=envint("WS_PING_TIMEOUT_S", PING_TIMEOUT_S, minimum=1, environ=environ),
             instance_id=raw("INSTANCE_ID", environ) or "",
         ).checked()
 
@@ -165,7 +173,7 @@ def prepare_metrics_dir(environ: Mapping[str, str]) -> Path:
     return folder
 
 
-def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
+def start_embedded_redis(environ: Mapping[str, str], env: dict[str, str]) -> RedisProcess:
     try:
         binary = find_redis_server(install=False)
     except RedisServerNotFound:
@@ -174,9 +182,10 @@ def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
             binary = find_redis_server(install=True)
         except RedisServerNotFound as error:
             raise StepFailed(str(error)) from None
-    say(f"REDIS_URL is unset: starting an embedded Redis ({binary}, nothing persisted)")
+    data_dir = Path(raw("EMBEDDED_REDIS_DIR", environ) or VAR_DIR / "redis").resolve()
+    say(f"REDIS_URL is unset: starting an embedded Redis ({binary}, append-only file in {data_dir})")
     try:
-        redis = RedisProcess(binary=binary).start()
+        redis = RedisProcess(binary=binary, data_dir=data_dir).start()
     except RedisStartError as error:
         raise StepFailed(f"The embedded Redis did not start: {error}") from None
     env["REDIS_URL"] = redis.url
@@ -187,7 +196,8 @@ def start_embedded_redis(env: dict[str, str]) -> RedisProcess:
 
 def web_command(config: Config) -> list[str]:
     return server_command(
-        config.web_server, config.web_host, config.web_port, config.max_message_bytes, processes=config.web_processes
+        config.web_server, config.web_host, config.web_port, config.max_message_bytes, processes=config.web_processes,
+        ping_interval_s=config.ping_interval_s, ping_timeout_s=config.ping_timeout_s,
     )
 
 
@@ -229,10 +239,20 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def backoff(deaths: int) -> float:
+    return RESTART_BACKOFF_S[min(deaths, len(RESTART_BACKOFF_S)) - 1]
+
+
 @dataclass
 class Child:
     name: str
     process: subprocess.Popen[bytes]
+    # A long-running child is started again when it dies; a one-off step (migrate) has no command here.
+    command: list[str] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    # Deaths since it was last healthy, and when the pending restart is due (None: running).
+    deaths: int = 0
+    restart_at: float | None = None
 
     @property
     def pgid(self) -> int:
@@ -261,6 +281,10 @@ class Supervisor:
         self.stop_signal: int | None = None
         self.stopping = False
         self.hurry = False
+        # The embedded Redis's restarts, kept like a Child's (it is a RedisProcess, not a Popen).
+        self.redis_deaths = 0
+        self.redis_restart_at: float | None = None
+        self.redis_started_at = 0.0
 
     # --- signals ------------------------------------------------------------------------------------------------
 
@@ -312,7 +336,7 @@ class Supervisor:
         check_port_free(config)
         self.prepare_environment()
         if not config.redis_url:
-            self.redis = start_embedded_redis(self.env)
+            self.redis = start_embedded_redis(self.environ, self.env)
         self.check_stop()
         self.run_step("Applying database migrations", ["migrate", "--noinput"])
         self.run_step("Making sure an admin account exists", ["ensure_admin"])
@@ -350,7 +374,7 @@ class Supervisor:
             say("RUN_WORKER is off: not starting the Celery worker and beat")
         for name, command in commands:
             self.check_stop()
-            child = Child(name, spawn(command, self.env))
+            child = Child(name, spawn(command, self.env), command)
             self.children.append(child)
             say(f"Started {name}, pid {child.process.pid}: {' '.join(command[1:])}")
 
@@ -400,7 +424,7 @@ class Supervisor:
             f"  Node WebSocket   {ws_base}/ws/node?token=<node token>",
         ]
         if self.redis is not None:
-            lines.append(f"  Redis            {self.redis.url} (embedded, gone when this stops)")
+            lines.append(f"  Redis            {self.redis.url} (embedded; its append-only file keeps the data across restarts)")
         lines += [
             "",
             "  Log in to the admin as the user printed above by ensure_admin.",
@@ -420,6 +444,8 @@ class Supervisor:
         emit("\n".join(lines) + "\n")
 
     def check_children(self) -> None:
+        """Before everything answered, a death is a failure, not something to retry: it is almost always a
+        configuration problem that the next start would hit again."""
         for child in self.children:
             code = child.process.poll()
             if code is not None:
@@ -436,13 +462,63 @@ class Supervisor:
             )
 
     def supervise(self) -> int:
+        """Once everything answered: a child or the embedded Redis that dies is started again with backoff,
+        the others keep running (they reconnect to Redis by themselves). Runs until a stop signal."""
+        self.redis_started_at = time.monotonic()
         while True:
-            try:
-                self.check_children()
-            except StepFailed as error:
-                emit(f"\nERROR: {error} Stopping the others.\n", error=True)
-                return 1
+            now = time.monotonic()
+            for child in self.children:
+                self.tend_child(child, now)
+            if self.redis is not None:
+                self.tend_redis(now)
             self.sleep(POLL_INTERVAL_S)
+
+    def tend_child(self, child: Child, now: float) -> None:
+        if child.restart_at is None:
+            code = child.process.poll()
+            if code is None:
+                if child.deaths and now - child.started_at >= HEALTHY_AFTER_S:
+                    child.deaths = 0
+                return
+            # What is left of its group (a dead Celery worker's pool) goes too, or it would hold the old work.
+            child.signal_group(signal.SIGKILL)
+            child.deaths += 1
+            child.restart_at = now + backoff(child.deaths)
+            emit(
+                f"\nERROR: The {child.name} (pid {child.process.pid}) {describe_exit(code)} unexpectedly; "
+                f"starting it again in {backoff(child.deaths):g} s (death {child.deaths} in a row).\n",
+                error=True,
+            )
+        elif now >= child.restart_at:
+            assert child.command is not None
+            child.process, child.started_at, child.restart_at = spawn(child.command, self.env), now, None
+            say(f"Started {child.name} again, pid {child.process.pid}")
+
+    def tend_redis(self, now: float) -> None:
+        assert self.redis is not None
+        if self.redis_restart_at is None:
+            if self.redis.is_running():
+                if self.redis_deaths and now - self.redis_started_at >= HEALTHY_AFTER_S:
+                    self.redis_deaths = 0
+                return
+            self.redis_deaths += 1
+            self.redis_restart_at = now + backoff(self.redis_deaths)
+            emit(
+                f"\nERROR: The embedded Redis (pid {self.redis.pid}) stopped unexpectedly; starting it again on "
+                f"the same port in {backoff(self.redis_deaths):g} s, from its append-only file. Its last log "
+                f"lines:\n{self.redis.log_tail(10)}\n",
+                error=True,
+            )
+        elif now >= self.redis_restart_at:
+            try:
+                self.redis.restart()
+            except RedisStartError as error:
+                self.redis_deaths += 1
+                self.redis_restart_at = now + backoff(self.redis_deaths)
+                emit(f"\nERROR: The embedded Redis did not start again: {error}\n", error=True)
+                return
+            self.redis_restart_at, self.redis_started_at = None, now
+            say(f"Embedded Redis is listening again at {self.redis.url} (pid {self.redis.pid})")
 
     # --- cleanup ------------------------------------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ for k, v in pairs(cjson.decode(ARGV[10])) do
   flat[#flat + 1] = v
 end
 redis.call('HSET', KEYS[1], 'status', new_status, 'fail_streak', streak, 'window', window,
-  'last_heartbeat_at', now, 'last_seen_at', now, 'health_reason', ARGV[12], unpack(flat))
+  'last_heartbeat_at', now, 'last_seen_at', now, 'health_reason', ARGV[12], 'stalled', '0', unpack(flat))
 if new_status ~= status then redis.call('HSET', KEYS[1], 'status_changed_at', now) end
 
 if ARGV[11] ~= '' then

@@ -34,7 +34,7 @@ end
 redis.call('HSET', KEYS[1],
   'node_id', ARGV[1], 'token_id', ARGV[2], 'conn', ARGV[3], 'status', 'registering', 'drained', drained,
   'registered_at', now, 'last_seen_at', now, 'status_changed_at', now, 'fail_streak', 0, 'window', '',
-  'health_reason', '', 'token_revoked', '0', unpack(flat))
+  'health_reason', '', 'token_revoked', '0', 'stalled', '0', unpack(flat))
 redis.call('HSETNX', KEYS[1], 'first_seen_at', now)
 redis.call('PERSIST', KEYS[1])
 

@@ -5,11 +5,13 @@
 -- ARGV: 1 member ("<job_id>#<attempt>"), 2 reservation TTL ms, 3 required service types (JSON array),
 --       4 languages the job needs (JSON array)
 -- Returns: {"OK", reserved, running, max} | {"NOT_READY"} | {"DRAINING"} | {"LANGUAGES"} | {"SERVICE", type}
---          | {"UNAVAILABLE", type} | {"FULL", reserved, running, max} | {"GONE"}
+--          | {"UNAVAILABLE", type} | {"FULL", reserved, running, max} | {"STALLED"} | {"GONE"}
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'GONE'} end
 if redis.call('HGET', KEYS[1], 'drained') == '1' then return {'DRAINING'} end
 if status ~= 'ready' then return {'NOT_READY'} end
+-- An attempt on it timed out and it has not shown life since (node_stalled.lua).
+if redis.call('HGET', KEYS[1], 'stalled') == '1' then return {'STALLED'} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

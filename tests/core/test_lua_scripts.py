@@ -28,6 +28,7 @@ SCRIPT_KEYS = {
     "node_offline": lambda k: [k.node_meta("node-1A2B3C4D"), k.node_cap("node-1A2B3C4D")],
     "node_sweep": lambda k: [k.node_meta("node-1A2B3C4D"), k.node_cap("node-1A2B3C4D")],
     "node_drain": lambda k: [k.node_meta("node-1A2B3C4D")],
+    "node_stalled": lambda k: [k.node_meta("node-1A2B3C4D")],
     "deadline_settle": lambda k: [k.node_deadlines],
     "lock_release": lambda k: [k.lock("anything")],
     "pool_lease": lambda k: [k.pool_lease, k.pool_epoch, k.pool_leader_changes],
@@ -43,6 +44,7 @@ SCRIPT_KEYS = {
     "job_create": lambda k: [k.job("job-1"), k.job_audio("job-1")],
     "job_step": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
     "job_claim": lambda k: [k.job("job-1")],
+    "job_deadline_shorten": lambda k: [k.job("job-1")],
     "job_fail_attempt": lambda k: [k.job("job-1"), k.job_attempts("job-1")],
 }
 

@@ -40,6 +40,7 @@ def test_every_filter_counts_what_it_removed_and_only_survivors_remain():
         replace(IDLE, node_id="registering", status="registering"),
         replace(IDLE, node_id="degraded", status="degraded"),
         replace(IDLE, node_id="drained", status="draining"),
+        replace(IDLE, node_id="timed-out", stalled=True),
         replace(IDLE, node_id="no-tts", ready_services=frozenset({"asr", "nmt", "semantic"})),
         replace(IDLE, node_id="ja-ko", pool="overflow", languages=("ja", "ko")),
         replace(IDLE, node_id="busy", running=3, reserved=1),
@@ -51,6 +52,7 @@ def test_every_filter_counts_what_it_removed_and_only_survivors_remain():
     assert selection.removed == {
         "not_ready": 2,
         "draining": 1,
+        "stalled": 1,
         "missing_service": 1,
         "languages_not_covered": 1,
         "capacity_full": 1,

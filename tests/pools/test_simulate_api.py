@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SIMULATE = "/api/v1/pools/simulate"
 NOTHING_REMOVED = {
-    "not_ready": 0, "draining": 0, "missing_service": 0, "languages_not_covered": 0, "capacity_full": 0,
+    "not_ready": 0, "draining": 0, "stalled": 0, "missing_service": 0, "languages_not_covered": 0, "capacity_full": 0,
 }  # fmt: skip
 
 

@@ -79,6 +79,8 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
         NODE_HEARTBEAT_TIMEOUT_S="5",
         PYTHONUNBUFFERED="1",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        # Not the checkout's var/redis: a `make run` of the developer's may be using it.
+        EMBEDDED_REDIS_DIR=str(tmp_path / "redis"),
     )
     # A file of an earlier run: the supervisor must empty the folder, or /metrics would add its counts.
     (tmp_path / "prometheus").mkdir()

@@ -201,7 +201,8 @@ class AsgiServer(_ManagedProcess):
     """`scheduler.asgi:application` under uvicorn or daphne, started exactly as `make run` starts it
     (`supervisor.webserver.server_command`), on 127.0.0.1, ready once `/healthz` answers 200.
 
-    `env` is merged over os.environ; NODE_MAX_MESSAGE_BYTES in it also sets the server's WebSocket limit. The
+    `env` is merged over os.environ; NODE_MAX_MESSAGE_BYTES in it also sets the server's WebSocket limit, and
+    WS_PING_INTERVAL_S / WS_PING_TIMEOUT_S its keepalive. The
     server uses the database that DATABASE_URL names, not pytest-django's test database: point it at a file
     of the test's own when the test and the server must see the same rows.
     """
@@ -236,7 +237,15 @@ class AsgiServer(_ManagedProcess):
 
     def command(self) -> list[str]:
         max_message = self.extra_env.get("NODE_MAX_MESSAGE_BYTES")
-        return server_command(self.server, HOST, self.port, int(max_message) if max_message else None, self.extra_args)
+        # The keepalive as `make run` reads it (supervisor/runner.py), so a test can shorten it.
+        ping = {
+            name: int(self.extra_env[variable])
+            for name, variable in (("ping_interval_s", "WS_PING_INTERVAL_S"), ("ping_timeout_s", "WS_PING_TIMEOUT_S"))
+            if self.extra_env.get(variable)
+        }
+        return server_command(
+            self.server, HOST, self.port, int(max_message) if max_message else None, self.extra_args, **ping
+        )
 
     def wait_ready(self) -> None:
         url = f"{self.url}/healthz"
