@@ -15,12 +15,13 @@ BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench chaos migrations-check clean distclean
+.PHONY: help venv run test lint audit bench chaos migrations-check clean distclean
 
 help:
 	@echo "make run               start Redis (embedded unless REDIS_URL is set), web, worker and beat"
 	@echo "make test              run the test suite (PYTEST_ARGS='-k name -x' to narrow it, TEST_WORKERS=1 for one process)"
 	@echo "make lint              ruff check"
+	@echo "make audit             pip-audit: known vulnerabilities of the installed dependencies (needs network)"
 	@echo "make bench             scheduler vs Celery vs raw ASGI, daphne vs uvicorn, 5,000 nodes (BENCH_ARGS='--scale --profile')"
 	@echo "make chaos             fault run with an invariant checker, ~3 min (CHAOS_ARGS='--scenario full', ~8 min)"
 	@echo "make migrations-check  fail if a model change has no migration"
@@ -50,8 +51,16 @@ test: venv migrations-check
 lint: venv
 	$(PY) -m ruff check .
 
+# Every installed package against the Python Packaging Advisory Database (PyPI's vulnerability API, so it
+# needs network access); non-zero exit on a known vulnerability, and (--strict) on a package it could not
+# look up, so an audit without network fails instead of reporting nothing found. The project itself is
+# not on PyPI (--skip-editable). docs/security.md says when to run it.
+audit: venv
+	$(PY) -m pip_audit --progress-spinner off --strict --skip-editable
+
 # Fresh Redis and servers of its own; prints the report and the path of the JSON with every number.
 bench: venv
+	@ops/tools/install-bench-tools
 	$(PY) -m bench $(BENCH_ARGS)
 
 # Its own Redis, web processes, workers and node processes; kills and freezes them on a schedule, then checks the

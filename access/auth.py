@@ -22,6 +22,7 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
+from access import throttle
 from access.models import ApiKey, Scope
 from core import credentials, metrics
 
@@ -42,6 +43,8 @@ class AuthRefused(HttpError):
     of the presented key, when there was one, for the log line."""
 
     code = "UNAUTHORIZED"
+
+    retry_after_s: int | None = None
 
     def __init__(
         self, status: int, message: str, reason: str, key_id: str = "", details: dict[str, Any] | None = None
@@ -68,6 +71,24 @@ class Forbidden(AuthRefused):
         super().__init__(403, message, reason, key_id, details)
 
 
+class RateLimited(AuthRefused):
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            429,
+            "too many wrong API keys from this address; retry later",
+            "rate_limited",
+            details={"retry_after_s": retry_after_s},
+        )
+        self.retry_after_s = retry_after_s
+
+
+def client_address(request: HttpRequest) -> str:
+    """The peer's address as the server saw it (after its proxy-header handling, if configured)."""
+    return str(request.META.get("REMOTE_ADDR") or "")
+
+
 def _refuse(exc: AuthRefused) -> NoReturn:
     metrics.API_KEY_REJECTIONS.labels(reason=exc.reason).inc()
     raise exc
@@ -85,10 +106,7 @@ class ApiAuth(HttpBearer):
     def __call__(self, request: HttpRequest) -> Any:
         header = request.headers.get("Authorization")
         if header:
-            scheme, _, credential = header.partition(" ")
-            if scheme.lower() != "bearer" or not credential.strip():
-                _refuse(Unauthorized("the Authorization header must be 'Bearer <api key>'", "malformed"))
-            return self.authenticate(request, credential.strip())
+            return key_for_header(header, self.scope, client_address(request))
         if settings.SESSION_COOKIE_NAME in request.COOKIES:
             if not getattr(request, "_ninja_csrf_exempt", False):
                 # Read the body first: the CSRF check parses a form body from the stream, after which Ninja
@@ -102,25 +120,7 @@ class ApiAuth(HttpBearer):
         _refuse(Unauthorized("send 'Authorization: Bearer <api key>'", "missing"))
 
     async def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
-        key = _recently_verified(token)
-        reason = ""
-        if key is None:
-            key, reason = await database_sync_to_async(check_key)(token)
-            if key is not None:
-                _remember(token, key)
-        key_id = _public_id(token)
-        if key is None:
-            _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
-        if not key.allows(self.scope):
-            _refuse(
-                Forbidden(
-                    f"this API key lacks the {self.scope.value} scope",
-                    "scope",
-                    key_id,
-                    {"required_scope": self.scope.value},
-                )
-            )
-        return key
+        return await key_for(token, self.scope, client_address(request))
 
     async def _staff(self, request: HttpRequest) -> AbstractBaseUser:
         user = await request.auser()
@@ -129,6 +129,38 @@ class ApiAuth(HttpBearer):
         if not getattr(user, "is_staff", False):
             _refuse(Forbidden("only staff users may use the API with a session", "not_staff"))
         return user
+
+
+async def key_for_header(header: str, scope: Scope, address: str) -> ApiKey:
+    """The API key an `Authorization` header presents, if it holds `scope`; else AuthRefused (counted)."""
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        _refuse(Unauthorized("the Authorization header must be 'Bearer <api key>'", "malformed"))
+    return await key_for(credential.strip(), scope, address)
+
+
+async def key_for(token: str, scope: Scope, address: str) -> ApiKey:
+    """The active API key `token` names, if it holds `scope`; else AuthRefused (counted). An address that
+    sent too many wrong keys lately is refused (429) before its key is even looked up."""
+    key = _recently_verified(token)
+    reason = ""
+    if key is None:
+        try:
+            await throttle.check("api_key", address)
+        except throttle.Throttled as exc:
+            _refuse(RateLimited(exc.retry_after_s))
+        key, reason = await database_sync_to_async(check_key)(token)
+        if key is not None:
+            _remember(token, key)
+        elif reason in ("malformed", "invalid"):
+            # Revoked and expired keys are known ones, used by a forgetful client, not guesses.
+            await throttle.record_failure("api_key", address)
+    key_id = _public_id(token)
+    if key is None:
+        _refuse(Unauthorized(REFUSAL_MESSAGES[reason], reason, key_id))
+    if not key.allows(scope):
+        _refuse(Forbidden(f"this API key lacks the {scope.value} scope", "scope", key_id, {"required_scope": scope.value}))
+    return key
 
 
 # Keys verified in the last few seconds, by a hash of the presented credential: every request needs its key
@@ -189,8 +221,7 @@ def _refusal_reason(presented: str) -> str:
 
 
 def _public_id(presented: str) -> str:
-    parts = credentials.split(presented)
-    return parts[0][:32] if parts else ""
+    return credentials.public_id(presented)
 
 
 def actor_of(request: HttpRequest) -> str:

@@ -2,12 +2,14 @@
 
 Default run (about 4.5 minutes; `--skip` leaves scenarios out):
   1. jobs through the scheduler at peak (closed loop, K submitters, M nodes x capacity c), under daphne
-     and under uvicorn serving the same `scheduler.asgi:application`;
+     and under uvicorn serving the same `scheduler.asgi:application`; then the faster one again with wrk
+     as the load generator (the same REST calls from a client that costs far less CPU than Python's);
   2. the faster one again at half of its peak rate (paced), for the scheduling latency target;
   3. the Celery baseline: a no-op task round trip, same K, worker concurrency M x c;
   4. the raw limit: a do-nothing ASGI app under daphne and uvicorn carrying our messages of one job;
   5. heartbeats: 5,000 nodes every 15 s on one instance (registering them takes ~2 minutes).
-Optional: --scale (100 vs 10,000 nodes, ~6 minutes), --profile (py-spy on the server under peak load).
+Optional: --scale (100 vs 10,000 nodes, ~6 minutes), --profile (py-spy on the server under peak load),
+--scaling 1 2 4 (peak with that many web processes each).
 
 Prints a report and writes every number as JSON to var/bench/<timestamp>.json (the path is printed).
 """
@@ -15,6 +17,7 @@ Prints a report and writes every number as JSON to var/bench/<timestamp>.json (t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,6 +40,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each window")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario (T)")
     parser.add_argument("--celery-pool", choices=("threads", "prefork"), default="threads")
+    parser.add_argument("--loadgen", choices=("python", "wrk", "both"), default="both",
+                        help="REST load: the Python submitters, wrk (bench/wrk.py), or both (wrk on the fastest server)")
+    parser.add_argument("--scaling", type=int, nargs="*", default=[],
+                        help="also: peak of the fastest server with each of these web process counts (wrk when available)")
     parser.add_argument("--skip", nargs="*", default=[], choices=("half-peak", "celery", "raw", "heartbeats"),
                         help="scenarios to leave out")  # fmt: skip
     parser.add_argument("--heartbeat-nodes", type=int, default=5000)
@@ -71,7 +78,7 @@ def main() -> None:
 
 
 def run_scenarios(env: Any, args: argparse.Namespace, results: dict[str, Any], profile_path: Path) -> None:
-    from bench import celery_baseline, heartbeats, jobrun, raw, scale
+    from bench import celery_baseline, heartbeats, jobrun, raw, scale, wrk
 
     def job_scenario(label: str, server: str, rate: float | None = None) -> jobrun.JobScenario:
         return jobrun.JobScenario(
@@ -80,11 +87,28 @@ def run_scenarios(env: Any, args: argparse.Namespace, results: dict[str, Any], p
             duration_s=args.duration,
         )  # fmt: skip
 
+    def loaded(label: str, server: str, loadgen: str, instances: int | None = None) -> jobrun.JobScenario:
+        scenario = job_scenario(label, server)
+        return dataclasses.replace(scenario, loadgen=loadgen, instances=instances or scenario.instances)
+
     results["scheduler"] = {}
+    python_runs = args.loadgen in ("python", "both")
     for server in args.servers:
-        _step(f"scheduler at peak under {server}")
-        results["scheduler"][server] = jobrun.run(env, job_scenario("peak", server))
+        _step(f"scheduler at peak under {server} ({'Python submitters' if python_runs else 'wrk'})")
+        results["scheduler"][server] = jobrun.run(env, loaded("peak", server, "python" if python_runs else "wrk"))
     best = max(args.servers, key=lambda server: results["scheduler"][server]["throughput_jobs_per_s"])
+    lean = "wrk" if args.loadgen != "python" and wrk.binary() else "python"
+    if args.loadgen == "both":
+        if lean == "wrk":
+            _step(f"scheduler at peak under {best}, wrk as the load generator")
+            results["scheduler_wrk"] = {best: jobrun.run(env, loaded("peak (wrk)", best, "wrk"))}
+        else:
+            _step("wrk is not installed (apt-get install wrk): no run with the lean load generator")
+    if args.scaling:
+        results["scaling"] = {}
+        for count in args.scaling:
+            _step(f"scaling: {count} web process(es) under {best} at peak ({lean})")
+            results["scaling"][str(count)] = jobrun.run(env, loaded(f"peak, {count} processes", best, lean, count))
     if "half-peak" not in args.skip:
         rate = results["scheduler"][best]["throughput_jobs_per_s"] / 2
         _step(f"scheduler at half of peak ({rate:.0f} jobs/s) under {best}")

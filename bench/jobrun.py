@@ -14,16 +14,19 @@ only work inside the window counts:
 
 from __future__ import annotations
 
+import base64
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, submit
-from bench.child import Child
+from bench import fleet, submit, wrk
+from bench.child import Child, split_evenly
 from bench.measure import CpuWindow, ProcessUsage, command_calls, command_delta, summary_ms, usage_rows
 from bench.profiling import Profiler
 from bench.stack import Environment, ServerKind, reset_redis, web_servers
+from jobs.loadgen import framed_audio
 from supervisor.webserver import DEFAULT_SERVER
 
 
@@ -42,6 +45,8 @@ class JobScenario:
     duration_s: float = 10.0
     heartbeat_interval_s: float = 15.0
     fleet_stagger_s: float = 0.0
+    # "python": jobs.loadgen submitters (httpx); "wrk": the lean load generator (bench/wrk.py), same calls.
+    loadgen: str = "python"
 
 
 def run(env: Environment, scenario: JobScenario, server_env: dict[str, str] | None = None,
@@ -52,19 +57,67 @@ def run(env: Environment, scenario: JobScenario, server_env: dict[str, str] | No
         nodes = Child("node fleet", fleet.run, _fleet_config(env, scenario, [s.ws_url for s in servers]))
         nodes.start(ready_timeout=180 + 2 * scenario.nodes * scenario.fleet_stagger_s)
         try:
-            config = submit.SubmitConfig([s.url for s in servers], env.api_key, scenario.concurrency, scenario.rate)
-            submitters = Child("submitters", submit.run, config).start(ready_timeout=60)
-            try:
-                time.sleep(scenario.warmup_s)
-                processes = {f"web-{i + 1} ({scenario.server})": [s.pid or 0] for i, s in enumerate(servers)}
-                processes |= {"redis-server": [env.redis.pid or 0], "bench nodes": [nodes.pid], "bench submitters": [submitters.pid]}
-                profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
-                window = _measure(env, scenario.duration_s, processes, profiler)
-            finally:
-                finished: list[submit.Finished] = submitters.stop()
+            if scenario.loadgen == "wrk":
+                window, finished, wrk_counts = _run_wrk(env, scenario, servers, nodes, profile)
+            else:
+                window, finished = _run_python(env, scenario, servers, nodes, profile)
+                wrk_counts = None
         finally:
             outcome: fleet.FleetOutcome = nodes.stop()
-    return _report(env, scenario, window, finished, outcome)
+    return _report(env, scenario, window, finished, outcome, wrk_counts)
+
+
+def _processes(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Child) -> dict[str, list[int]]:
+    processes = {f"web-{i + 1} ({scenario.server})": [s.pid or 0] for i, s in enumerate(servers)}
+    return processes | {"redis-server": [env.redis.pid or 0], "bench nodes": [nodes.pid]}
+
+
+def _run_python(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Child,
+                profile: Path | None) -> tuple[Window, list[submit.Finished]]:  # fmt: skip
+    config = submit.SubmitConfig([s.url for s in servers], env.api_key, scenario.concurrency, scenario.rate)
+    submitters = Child("submitters", submit.run, config).start(ready_timeout=60)
+    try:
+        time.sleep(scenario.warmup_s)
+        processes = _processes(env, scenario, servers, nodes) | {"bench submitters": [submitters.pid]}
+        profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
+        window = _measure(env, scenario.duration_s, processes, profiler)
+    finally:
+        finished: list[submit.Finished] = submitters.stop()
+    return window, finished
+
+
+def _run_wrk(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Child,
+             profile: Path | None) -> tuple[Window, list[submit.Finished], dict[str, Any]]:  # fmt: skip
+    """wrk processes (one per instance, the connections split evenly) running past the window on both sides;
+    closed loop only (wrk has no pacing of its own)."""
+    if scenario.rate is not None:
+        raise ValueError("the wrk load generator runs closed loop only: no --rate")
+    body = {"src_lang": "en", "tgt_lang": "zh", "audio": base64.b64encode(framed_audio(random.Random(7), 3200)).decode(),
+            "audio_format": "opus", "sample_rate": 16000}  # fmt: skip
+    shares = [(s.url, n) for s, n in zip(servers, split_evenly(scenario.concurrency, len(servers)), strict=True) if n]
+    runs = [wrk.Wrk(wrk.WrkConfig(url, env.api_key, body, n, scenario.warmup_s + scenario.duration_s + 2)).start() for url, n in shares]
+    try:
+        time.sleep(scenario.warmup_s)
+        processes = _processes(env, scenario, servers, nodes) | {"wrk": [run.pid for run in runs]}
+        profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
+        done_before = _jobs_done(env)
+        window = _measure(env, scenario.duration_s, processes, profiler)
+        done_in_window = _jobs_done(env) - done_before
+        counts = [run.finish() for run in runs]
+    finally:
+        for run in runs:
+            run.stop()
+    totals: dict[str, Any] = {name: sum(c[name] for c in counts) for name in ("done", "other", "errors", "polls", "requests", "socket_errors")}
+    totals["latency_ms"] = {q: max(c["latency_us"][q] for c in counts) / 1000 for q in ("p50", "p95", "p99", "max")}
+    totals["done_in_window"] = done_in_window
+    return window, [], totals
+
+
+def _jobs_done(env: Environment) -> int:
+    """Jobs the scheduler ended DONE so far, by its own cumulative counter (scheduler/stats.py)."""
+    from core.redis import keys
+
+    return int(env.client().hget(keys().stats_counters, "ended:DONE") or 0)
 
 
 def _fleet_config(env: Environment, scenario: JobScenario, ws_urls: list[str]) -> fleet.FleetConfig:
@@ -100,11 +153,11 @@ def _measure(env: Environment, duration_s: float, processes: dict[str, list[int]
 
 
 def _report(env: Environment, scenario: JobScenario, window: Window, finished: list[submit.Finished],
-            outcome: fleet.FleetOutcome) -> dict[str, Any]:  # fmt: skip
+            outcome: fleet.FleetOutcome, wrk_counts: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     seconds = window.ended - window.started
     inside = [job for job in finished if window.started <= job.done_at < window.ended]
     done = [job for job in inside if job.state == "DONE"]
-    completed = len(done)
+    completed = wrk_counts["done_in_window"] if wrk_counts else len(done)
     per_job = max(completed, 1)
     scheduling = _scheduling_latencies(env, outcome.assigned_at, window)
     total_calls = sum(window.redis_calls.values())
@@ -121,6 +174,8 @@ def _report(env: Environment, scenario: JobScenario, window: Window, finished: l
         "processes": usage_rows(window.cpu, seconds, completed),
         "fleet": fleet.describe(outcome),
         "profile": window.profile,
+        # wrk: its own counts over its whole run; its latencies are per request (module docstring of bench/wrk.py).
+        **({"wrk": wrk_counts} if wrk_counts else {}),
     }
 
 

@@ -90,11 +90,50 @@ def _package(file: str) -> str:
     return file
 
 
+# The layers a job passes through, by the file of a frame (first match wins). A sample is charged to the
+# layer of its innermost frame that belongs to one, skipping the transparent frames (the event loop, streams,
+# the rest of the standard library) that every layer calls into: a socket write under redis-py is redis-py's
+# cost, `json.dumps` under ninja is JSON's. What is left is "other".
+LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("JSON", r"/json/|site-packages/(orjson|ujson)"),
+        ("logging", r"/logging/|core/logs\.py"),
+        ("metrics", r"site-packages/prometheus_client/|core/metrics\.py|django_prometheus"),
+        ("audit", r"core/audit\.py|jobs/audit\.py|nodes/audit\.py"),
+        ("auth", r"access/auth\.py|core/credentials\.py"),
+        ("pydantic", r"site-packages/pydantic"),
+        ("ninja", r"site-packages/ninja/"),
+        ("django", r"site-packages/django/"),
+        ("thread hops", r"site-packages/asgiref/|/concurrent/futures/|/threading\.py"),
+        ("redis-py", r"site-packages/(redis|hiredis)/"),
+        ("channels", r"site-packages/(channels|channels_redis)/"),
+        ("server (uvicorn, websockets)", r"site-packages/(uvicorn|websockets|httptools|daphne|twisted|autobahn)/"),
+        ("project code", re.escape(PROJECT) + r"/(?!\.venv/)"),
+    )
+)
+
+
+EVENT_LOOP = re.compile(r"^(Runner\.run|BaseEventLoop\.(run_forever|_run_once)|Handle\._run|Thread\.(run|_bootstrap_inner))$")
+
+
+def _layer(frames: list[tuple[str, str]]) -> str:
+    for function, file in reversed(frames):
+        if EVENT_LOOP.match(function):
+            break  # reached the loop (or thread) that called the work: nothing layered below it
+        for name, pattern in LAYERS:
+            if pattern.search(file):
+                return name
+    return "other (event loop, streams, stdlib)"
+
+
 def digest(collapsed: str, duration_s: float, top: int = 25) -> dict[str, Any]:
-    """Busy share of the window, and the top functions (inclusive and self) and packages by samples."""
+    """Busy share of the window, the top functions (inclusive and self) and packages by samples, and every
+    sample charged to one layer (`LAYERS`)."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -110,6 +149,7 @@ def digest(collapsed: str, duration_s: float, top: int = 25) -> dict[str, Any]:
         for package in {_package(file) for _, file in frames}:
             packages[package] += count
         own[_short(*frames[-1])] += count
+        layers[_layer(frames)] += count
 
     def shares(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)] if total else []
@@ -120,4 +160,5 @@ def digest(collapsed: str, duration_s: float, top: int = 25) -> dict[str, Any]:
         "inclusive_pct": shares(inclusive),
         "self_pct": shares(own),
         "package_inclusive_pct": shares(packages),
+        "layer_self_pct": shares(layers),
     }

@@ -100,8 +100,10 @@ def web_servers(
     Prometheus multiprocess mode on as `make run` has it (a fresh folder per call, in the server's
     `extra_env["PROMETHEUS_MULTIPROC_DIR"]`), so a benchmark can read their metrics without a scrape."""
     metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=env.workdir)
+    # The simulated fleet shares one token, as a real fleet may: no per-token socket cap (docs/security.md).
     process_env = {"REDIS_URL": env.redis.url, "DATABASE_URL": env.database_url, "LOG_LEVEL": "WARNING",
-                   "PROMETHEUS_MULTIPROC_DIR": metrics_dir, **(server_env or {})}  # fmt: skip
+                   "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "NODE_MAX_SOCKETS_PER_TOKEN": "0",
+                   **(server_env or {})}  # fmt: skip
     with ExitStack() as stack:
         servers = [stack.enter_context(_server(process_env, server)) for _ in range(instances)]
         yield servers

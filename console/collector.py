@@ -1,8 +1,11 @@
-"""The live-state gauges of `/metrics`: read from Redis once per scrape through the same cluster snapshot as the
-live page and `cluster_status` (console/cluster.py), so every instance serves the same truth."""
+"""The live-state gauges of `/metrics`: read from Redis through the same cluster snapshot as the live page and
+`cluster_status` (console/cluster.py), so every instance serves the same truth. That read walks every node
+and pool, so one copy of it is shared through Redis by every scrape of every instance for
+METRICS_SNAPSHOT_MAX_AGE_S, refreshed by the Celery beat (console/tasks.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -61,21 +64,78 @@ class LiveStateCollector:
         yield from self._families().values()
 
     def collect(self):  # type: ignore[no-untyped-def]
-        from console.cluster import read_snapshot
+        from django.conf import settings
+
         from core.redis import UNAVAILABLE, run_sync
 
         families = self._families()
         up = families.pop("up")
         try:
-            snapshot = run_sync(read_snapshot)
+            rows = run_sync(shared_rows, settings.METRICS_SNAPSHOT_MAX_AGE_S)
         except UNAVAILABLE:
             up.add_metric([], 0)
             yield up
             return
-        _fill(families, snapshot)
+        for key, samples in rows.items():
+            for labels, value in samples:
+                families[key].add_metric(labels, value)
         up.add_metric([], 1)
         yield from families.values()
         yield up
+
+
+Rows = dict[str, list[tuple[list[str], float]]]
+
+
+class _Rows:
+    """Stands in for the metric families while a snapshot is turned into samples: what `_fill` adds to a
+    family is kept as (label values, value), which is what the shared copy in Redis holds."""
+
+    class _Family:
+        def __init__(self, rows: list[tuple[list[str], float]]) -> None:
+            self.rows = rows
+
+        def add_metric(self, labels: list[str], value: float) -> None:
+            self.rows.append((list(labels), value))
+
+    def __init__(self) -> None:
+        self.rows: Rows = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return _Rows._Family(self.rows.setdefault(key, []))
+
+
+async def live_rows() -> Rows:
+    """The live-state samples, read from Redis now (every node and pool: work that grows with the fleet)."""
+    from console.cluster import read_snapshot
+
+    rows = _Rows()
+    _fill(rows, await read_snapshot())  # type: ignore[arg-type]
+    return rows.rows
+
+
+async def refresh_shared_rows(max_age_s: float) -> Rows:
+    """Read the live state and store it as the copy every scrape of every instance serves for `max_age_s`."""
+    from core.redis import get_redis, keys
+
+    rows = await live_rows()
+    if max_age_s > 0:
+        await get_redis().set(keys().metrics_snapshot, json.dumps(rows), px=max(1, int(max_age_s * 1000)))
+    return rows
+
+
+async def shared_rows(max_age_s: float) -> Rows:
+    """The live-state samples as of at most `max_age_s` ago: the shared copy while it lives (one GET), else a
+    fresh read, stored for the others. The Celery beat refreshes the copy before it expires, so web processes
+    read the fleet only when no beat runs (then one read per instance per interval at most)."""
+    from core.redis import get_redis, keys
+
+    if max_age_s <= 0:
+        return await live_rows()
+    cached = await get_redis().get(keys().metrics_snapshot)
+    if cached is not None:
+        return {key: [(labels, value) for labels, value in samples] for key, samples in json.loads(cached).items()}
+    return await refresh_shared_rows(max_age_s)
 
 
 def _fill(families: dict[str, Any], snapshot: Any) -> None:

@@ -28,5 +28,12 @@ def split(credential: str) -> tuple[str, str] | None:
     return public_id, secret
 
 
+def public_id(presented: str | None) -> str:
+    """The id of a presented credential, for log lines; empty unless it is shaped `<id>.<secret>`, since a
+    credential without its dot is all secret (the old log line put 32 characters of it in `token_id`)."""
+    parts = split(presented or "")
+    return parts[0][:32] if parts else ""
+
+
 def matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)

@@ -24,7 +24,7 @@ def redact(text: str) -> str:
     return _QUERY_SECRET.sub(r"\1[redacted]", text)
 
 
-CONTEXT_FIELDS = ("event", "node_id", "job_id", "attempt_id", "trace_id", "reason", "token_id", "code", "conn")
+CONTEXT_FIELDS = ("event", "node_id", "job_id", "attempt_id", "trace_id", "reason", "token_id", "code", "conn", "client")
 
 
 def _context(record: logging.LogRecord) -> dict[str, object]:

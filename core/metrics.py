@@ -107,6 +107,32 @@ LOCK_HELD_SECONDS = Histogram(
 )
 STATS_SAMPLES = Counter("scheduler_stats_samples_total", "Points this process added to the live page's history.")
 METRICS_REFUSALS = Counter("scheduler_metrics_refusals_total", "Scrapes of /metrics refused, by reason.", ["reason"])
+# Hostile input (docs/security.md).
+NODE_MESSAGES_THROTTLED = Counter(
+    "scheduler_node_messages_throttled_total", "Node messages dropped for coming too fast, by type.", ["type"]
+)
+NODE_SOCKETS_TIMED_OUT = Counter(
+    "scheduler_node_sockets_timed_out_total",
+    "Node sockets closed for never registering or for going silent, by reason.",
+    ["reason"],
+)
+WEB_CONNECTIONS_TIMED_OUT = Counter(
+    "scheduler_web_connections_timed_out_total",
+    "Connections closed for not sending a complete request head within WEB_HEADER_TIMEOUT_S (uvicorn).",
+)
+AUTH_FAILURES = Counter(
+    "scheduler_auth_failures_total", "Wrong credentials presented, by kind (api_key, node_token, admin_login).", ["kind"]
+)
+AUTH_THROTTLED = Counter(
+    "scheduler_auth_throttled_total",
+    "Requests refused unchecked because their address failed authentication too often, by kind.",
+    ["kind"],
+)
+PEER_JSON_REJECTED = Counter(
+    "scheduler_peer_json_rejected_total",
+    "Bodies and frames refused before validation (syntax, depth, non_finite, integer_range), by where.",
+    ["where", "reason"],
+)
 API_KEY_REJECTIONS = Counter("scheduler_api_auth_rejections_total", "REST requests refused by auth.", ["reason"])
 API_ERRORS = Counter(
     "scheduler_api_errors_total", "REST and HTTP node-link error answers, by error code.", ["code"]
@@ -131,3 +157,9 @@ def initialize_label_sets() -> None:
             LOCK_ACQUISITIONS.labels(lock=lock, result=result)
     NO_AVAILABLE_NODE.inc(0)
     POOL_EMPTY.inc(0)
+    for kind in ("api_key", "node_token", "admin_login"):
+        AUTH_FAILURES.labels(kind=kind)
+        AUTH_THROTTLED.labels(kind=kind)
+    for reason in ("register", "idle"):
+        NODE_SOCKETS_TIMED_OUT.labels(reason=reason)
+    NODE_MESSAGES_THROTTLED.labels(type="node_heartbeat")

@@ -242,6 +242,16 @@ class Keys:
     def stats_sample_claim(self, slot: int) -> str:
         return f"{self.prefix}:stats:sample:{slot}"
 
+    def auth_failures(self, kind: str, address: str) -> str:
+        return f"{self.prefix}:authfail:{{{kind}:{address}}}"
+
+    @property
+    def metrics_snapshot(self) -> str:
+        return f"{self.prefix}:metrics:snapshot"
+
+    def tick_claim(self, name: str, slot: int) -> str:
+        return f"{self.prefix}:tick:{name}:{slot}"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"
 

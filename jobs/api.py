@@ -95,13 +95,25 @@ def _check_languages(payload: JobIn) -> None:
 async def submit(request: HttpRequest, payload: JobIn, wait: str | None = None) -> Status:
     """202 with the new job; with `wait`, 200 and the full job once it ended within that many seconds.
     The same `Idempotency-Key` with the same body gives the same job; with another body, 409."""
+    status, answer = await submit_answer(payload, wait, request.headers.get("Idempotency-Key", ""), actor_of(request))
+    return Status(status, answer)
+
+
+@router.get("/{job_id}", auth=require(Scope.JOBS_READ), summary="One job (long-poll with `wait`)", response=dict)
+async def get_job(request: HttpRequest, job_id: str, wait: str | None = None) -> dict[str, Any]:
+    return await job_answer(job_id, wait)
+
+
+# The two views' bodies, shared with the lean route of the same endpoints (jobs/lean_api.py), so both answer
+# alike: they take what the views parsed and return the answer, or raise ApiError or a service's exception.
+
+
+async def submit_answer(payload: JobIn, wait: str | None, idempotency_key: str, actor: str) -> tuple[int, dict[str, Any]]:
     wait_s = _wait(wait)
     _check_languages(payload)
     body: dict[str, Any] = payload.model_dump(exclude_none=True)
     try:
-        submitted = await services.submit_job(
-            body, idempotency_key=request.headers.get("Idempotency-Key", "")[:200], client_id=actor_of(request)
-        )
+        submitted = await services.submit_job(body, idempotency_key=idempotency_key[:200], client_id=actor)
     except services.InvalidJob as exc:
         raise ApiError(exc.status, exc.code, exc.message, {"field": exc.field}) from None
     except services.JobConflict:
@@ -109,15 +121,13 @@ async def submit(request: HttpRequest, payload: JobIn, wait: str | None = None) 
     if wait_s:
         job = await services.wait_for_job(submitted.job_id, wait_s)
         if job["state"] in services.TERMINAL:
-            return Status(200, job)
+            return 200, job
     else:
         job = await services.get_job(submitted.job_id)
-    short = {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
-    return Status(202, short)
+    return 202, {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
 
 
-@router.get("/{job_id}", auth=require(Scope.JOBS_READ), summary="One job (long-poll with `wait`)", response=dict)
-async def get_job(request: HttpRequest, job_id: str, wait: str | None = None) -> dict[str, Any]:
+async def job_answer(job_id: str, wait: str | None) -> dict[str, Any]:
     wait_s = _wait(wait)
     try:
         if wait_s:

@@ -7,30 +7,41 @@ services, the same `error` frames as answers, so a node sees one protocol whiche
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.security import HttpBearer
+from pydantic import Field as PydanticField
 from pydantic import TypeAdapter
 
-from access.auth import actor_of, require
+from access import throttle
+from access.auth import actor_of, client_address, require
 from access.models import Scope
-from core import metrics
+from core import credentials, metrics, safe_json
 from core.redis import UNAVAILABLE
 from nodes import services
 from nodes.models import NodeStatus
-from nodes.schemas import BadMessage, NodeHeartbeat, NodeMessage, NodeRegister, parse_node_message
+from nodes.schemas import (
+    DISPATCH_URL_PATTERN,
+    AsrPartial,
+    BadMessage,
+    JobAck,
+    JobResult,
+    JobStarted,
+    NodeError,
+    NodeHeartbeat,
+    NodeRegister,
+    parse_node_message,
+)
 from nodes.services import Connection, NodeNotFound, RegistrationRejected, TokenInfo
 
 log = logging.getLogger(__name__)
@@ -133,12 +144,23 @@ def _not_found(node_id: str) -> HttpError:
 class NodeLinkError(Exception):
     """An answer of the node link that is the `error` frame the socket would send, with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        retry_after_s: int | None = None,
+        token_id: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        self.retry_after_s = retry_after_s
+        self.token_id = token_id
 
     def frame(self) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
@@ -171,11 +193,25 @@ class NodeTokenAuth(HttpBearer):
         return self._tokenless()
 
     async def authenticate(self, request: HttpRequest, token: str) -> NodeCaller:
+        address = client_address(request)
+        try:
+            await throttle.check("node_token", address)
+        except throttle.Throttled as exc:
+            raise NodeLinkError(
+                429,
+                "RATE_LIMITED",
+                "too many wrong node tokens from this address; retry later",
+                {"retry_after_s": exc.retry_after_s},
+                retry_after_s=exc.retry_after_s,
+            ) from None
         info = await services.authenticate_token(token)
         if info is None:
             # Also in tokenless mode: a token that was sent must be good, as on the socket.
             metrics.API_KEY_REJECTIONS.labels(reason="node_token_invalid").inc()
-            raise NodeLinkError(401, "UNAUTHORIZED", "unknown, expired or revoked node token")
+            await throttle.record_failure("node_token", address)
+            raise NodeLinkError(
+                401, "UNAUTHORIZED", "unknown, expired or revoked node token", token_id=credentials.public_id(token)
+            )
         return NodeCaller(info)
 
     async def _tokenless(self) -> NodeCaller:
@@ -207,7 +243,9 @@ class NodeLinkRegister(NodeRegister):
 
     type: Literal["node_register"] = "node_register"
     dispatch_url: str = Field(
-        description="http(s) URL that takes job_assign, job_cancel and node_control POSTs"
+        description="http(s) URL that takes job_assign, job_cancel and node_control POSTs",
+        max_length=2048,
+        pattern=DISPATCH_URL_PATTERN.pattern,
     )
 
 
@@ -237,8 +275,15 @@ def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# What /{node_id}/messages takes: every node message but node_register (that goes to /register).
+LinkMessage = Annotated[
+    NodeHeartbeat | JobAck | JobStarted | AsrPartial | JobResult | NodeError, PydanticField(discriminator="type")
+]
+
 link = Router(tags=["node link"], auth=NodeTokenAuth())
-LINK_ERRORS = {400: ErrorFrame, 401: ErrorFrame, 409: ErrorFrame, 413: ErrorFrame, 503: ErrorFrame}
+LINK_ERRORS = {
+    400: ErrorFrame, 401: ErrorFrame, 409: ErrorFrame, 413: ErrorFrame, 429: ErrorFrame, 503: ErrorFrame,
+}  # fmt: skip
 
 
 @link.post(
@@ -278,7 +323,7 @@ async def link_register(request: HttpRequest) -> dict[str, Any]:
     "/{node_id}/messages",
     response={200: MessageAnswer, 202: MessageAnswer, **LINK_ERRORS},
     summary="Send a node message over HTTP",
-    openapi_extra=_body_doc(TypeAdapter(NodeMessage).json_schema()),
+    openapi_extra=_body_doc(TypeAdapter(LinkMessage).json_schema()),
 )
 async def link_message(request: HttpRequest, node_id: str) -> Status[dict[str, Any]]:
     """Any node → scheduler message but `node_register`. A heartbeat answers 200 with the node's status;
@@ -369,9 +414,12 @@ def _read_json(request: HttpRequest) -> Any:
     if len(body) > limit:
         raise _too_big(limit)
     try:
-        return json.loads(body)
-    except ValueError:
-        raise _bad_message("the body is not valid JSON") from None
+        return safe_json.loads(body, settings.PEER_JSON_MAX_DEPTH)
+    except safe_json.JsonRejected as exc:
+        metrics.PEER_JSON_REJECTED.labels(where="node_link", reason=exc.reason).inc()
+        if exc.reason == "syntax":
+            raise _bad_message("the body is not valid JSON") from None
+        raise _bad_message(f"the body was refused: {exc.message}", {"reason": exc.reason}) from None
 
 
 def _too_big(limit: int) -> NodeLinkError:
@@ -394,10 +442,5 @@ def _bad_message(message: str, details: dict[str, Any] | None = None) -> NodeLin
 
 
 def _is_http_url(url: str | None) -> bool:
-    if not url:
-        return False
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    # The same pattern the OpenAPI document shows for dispatch_url, so the two cannot disagree.
+    return bool(url) and DISPATCH_URL_PATTERN.fullmatch(url) is not None

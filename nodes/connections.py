@@ -26,7 +26,24 @@ class LocalConnection(Protocol):
 
 # channel name -> consumer, for sockets held by this process.
 LOCAL: dict[str, LocalConnection] = {}
+# token id -> open sockets of this process, for NODE_MAX_SOCKETS_PER_TOKEN. Per process, never shared: a count
+# kept in Redis would leak whenever a process died with sockets open.
+_per_token: dict[str, int] = {}
 _background: set[asyncio.Task[Any]] = set()
+
+
+def count_socket(token_id: str, delta: int) -> None:
+    if not token_id:
+        return
+    count = _per_token.get(token_id, 0) + delta
+    if count > 0:
+        _per_token[token_id] = count
+    else:
+        _per_token.pop(token_id, None)
+
+
+def sockets_of(token_id: str) -> int:
+    return _per_token.get(token_id, 0)
 
 
 def spawn(coro: Any) -> None:
@@ -64,6 +81,6 @@ async def post_frame(url: str, frame: dict[str, Any]) -> bool:
         async with httpx.AsyncClient(timeout=settings.NODE_HTTP_DISPATCH_TIMEOUT_S) as client:
             response = await client.post(url, json=frame)
         return 200 <= response.status_code < 300
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         log.warning("HTTP node did not take a frame", extra={"event": "http_dispatch_failed", "reason": type(exc).__name__})
         return False

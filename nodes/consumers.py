@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,7 +15,8 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from core import metrics
+from access import throttle
+from core import credentials, metrics, safe_json
 from core.redis import UNAVAILABLE
 from nodes import connections, services
 from nodes.schemas import (
@@ -40,6 +42,8 @@ CLOSE_TOO_BIG = 1009
 # (daphne) will send, it closes with 1011 instead.
 CLOSE_TRY_AGAIN_LATER = 4503
 CLOSE_BAD_MESSAGES = 4400
+# Never registered within NODE_REGISTER_TIMEOUT_S, or silent for NODE_IDLE_TIMEOUT_S after registering.
+CLOSE_TIMEOUT = 4408
 # Registration refused (INVALID_CAPABILITY_SCHEMA, NO_GPU_AVAILABLE, NODE_ID_CONFLICT, a bad node id). The
 # real node ignores the `error` frame and never registers again on that socket; closing lets its reconnect
 # backoff apply instead of leaving it connected and useless. The close reason repeats the code (uvicorn; daphne
@@ -61,11 +65,21 @@ class NodeConsumer(AsyncWebsocketConsumer):
     conn: Connection
     node_id: str | None = None
     register_message: NodeRegister | None = None
+    # A timer per socket (register deadline, then idle check) rather than a task: thousands of sockets hold
+    # a TimerHandle each, not a coroutine frame.
+    _timer: asyncio.TimerHandle | None = None
+    _closing = False
 
     async def connect(self) -> None:
         presented = self._presented_token()
+        address = self._client_address()
         try:
+            await throttle.check("node_token", address)
             token = await services.authenticate_token(presented)
+        except throttle.Throttled:
+            metrics.NODE_HANDSHAKES_REJECTED.labels(reason="rate_limited").inc()
+            await self.close()  # HTTP 403, without a database read
+            return
         except Exception as exc:
             # Not the node's fault: a bad-token refusal would be wrong. Accept and close "try again later".
             metrics.NODE_HANDSHAKES_REJECTED.labels(reason="unavailable").inc()
@@ -79,17 +93,35 @@ class NodeConsumer(AsyncWebsocketConsumer):
         if token is None and (settings.NODE_AUTH_REQUIRED or presented):
             reason = "missing" if not presented else "invalid"
             metrics.NODE_HANDSHAKES_REJECTED.labels(reason=reason).inc()
+            if presented:
+                await throttle.record_failure("node_token", address)
             log.warning(
                 "node handshake refused",
-                extra={"event": "node_unauthorized", "reason": reason, "token_id": (presented or "").partition(".")[0][:32]},
+                extra={"event": "node_unauthorized", "reason": reason, "token_id": credentials.public_id(presented), "client": address},
             )
             await self.close()  # before accept(): the server answers the upgrade with HTTP 403
             return
+        token_id = token.id if token is not None else ""
+        cap = settings.NODE_MAX_SOCKETS_PER_TOKEN
+        if token_id and cap and connections.sockets_of(token_id) >= cap:
+            metrics.NODE_HANDSHAKES_REJECTED.labels(reason="token_socket_cap").inc()
+            log.warning(
+                "node handshake refused: the token holds its cap of sockets on this instance",
+                extra={"event": "node_socket_cap", "token_id": token_id, "reason": f"cap {cap}", "client": address},
+            )
+            await self.close()
+            return
         self.conn = Connection(token=token, transport="ws", channel=self.channel_name)
         self.bad_messages: deque[float] = deque()
+        self.heartbeat_allowance = float(settings.NODE_HEARTBEAT_BURST)
+        self.heartbeat_checked_at = time.monotonic()
+        self.last_frame_at = time.monotonic()
         await self.accept()
         connections.LOCAL[self.channel_name] = self
+        connections.count_socket(token_id, +1)
         metrics.NODE_SOCKETS_OPEN.inc()
+        if settings.NODE_REGISTER_TIMEOUT_S > 0:
+            self._timer = asyncio.get_running_loop().call_later(settings.NODE_REGISTER_TIMEOUT_S, self._register_deadline)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its per-message `aclose_old_connections()`: that is a hop to the
@@ -111,9 +143,43 @@ class NodeConsumer(AsyncWebsocketConsumer):
         values = query.get("token")
         return values[0] if values else None
 
+    def _client_address(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else ""
+
+    # --- timeouts -------------------------------------------------------------------------------------------
+
+    def _register_deadline(self) -> None:
+        self._timer = None
+        if self.node_id is None:
+            self._time_out("register", "no node_register accepted within NODE_REGISTER_TIMEOUT_S")
+
+    def _arm_idle_check(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        # Re-armed for the time left rather than reset on every frame: a frame then costs one clock read.
+        self._timer = None
+        silent = time.monotonic() - self.last_frame_at
+        if silent >= settings.NODE_IDLE_TIMEOUT_S:
+            self._time_out("idle", f"no frame for {silent:.0f} s")
+        else:
+            self._arm_idle_check(settings.NODE_IDLE_TIMEOUT_S - silent)
+
+    def _time_out(self, reason: str, message: str) -> None:
+        metrics.NODE_SOCKETS_TIMED_OUT.labels(reason=reason).inc()
+        log.info("closing node socket: timed out", extra={"event": "node_socket_timeout", "reason": message, "node_id": self.node_id or ""})
+        connections.spawn(self.close(code=CLOSE_TIMEOUT))
+
     async def disconnect(self, code: int) -> None:
         if connections.LOCAL.pop(self.channel_name, None) is None:
             return  # refused at the handshake
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        connections.count_socket(self.conn.token_id or "", -1)
         metrics.NODE_SOCKETS_OPEN.dec()
         if self.node_id:
             try:
@@ -124,7 +190,18 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     # --- inbound ----------------------------------------------------------------------------------------------
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close once: frames already queued behind a close (a flood, a timeout meeting a refusal) would each
+        close again, and a second `websocket.close` is an error the server logs with a traceback."""
+        if self._closing:
+            return
+        self._closing = True
+        await super().close(code=code, reason=reason)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closing:
+            return
+        self.last_frame_at = time.monotonic()
         try:
             if text_data is None:
                 raise ProtocolError("BAD_MESSAGE", "binary frames are not part of the node protocol")
@@ -133,9 +210,12 @@ class NodeConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_TOO_BIG)
                 return
             try:
-                data = json.loads(text_data)
-            except ValueError:
-                raise ProtocolError("BAD_MESSAGE", "frame is not valid JSON") from None
+                data = safe_json.loads(text_data, settings.PEER_JSON_MAX_DEPTH)
+            except safe_json.JsonRejected as exc:
+                metrics.PEER_JSON_REJECTED.labels(where="node_socket", reason=exc.reason).inc()
+                if exc.reason == "syntax":
+                    raise ProtocolError("BAD_MESSAGE", "frame is not valid JSON") from None
+                raise ProtocolError("BAD_MESSAGE", f"frame refused: {exc.message}", {"reason": exc.reason}) from None
             try:
                 message = parse_node_message(data)
             except BadMessage as exc:
@@ -188,9 +268,10 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     def _require_node(self, node_id: str) -> None:
         if self.node_id is None:
-            # The real node sends a heartbeat with its old id right after reconnecting, before its
-            # register is answered: expected, so it does not count toward the bad-message limit.
-            raise ProtocolError("BAD_MESSAGE", "register first", {"reason": "not_registered"}, counts=False)
+            # Counted: the real node sends at most one frame before its register is answered (a heartbeat
+            # with its old id right after reconnecting), far below the limit; a socket that never registers
+            # and keeps talking is closed by it instead of getting an answer and a log line per frame.
+            raise ProtocolError("BAD_MESSAGE", "register first", {"reason": "not_registered"})
         if node_id != self.node_id:
             raise ProtocolError("UNAUTHORIZED", "this connection is registered as another node", {"node_id": node_id})
 
@@ -200,6 +281,11 @@ class NodeConsumer(AsyncWebsocketConsumer):
         if self.node_id is not None and message.node_id is None:
             message = message.model_copy(update={"node_id": self.node_id})
         registration = await services.register_node(message, self.conn)
+        if self.node_id is None and settings.NODE_IDLE_TIMEOUT_S > 0:
+            self._arm_idle_check(settings.NODE_IDLE_TIMEOUT_S)
+        elif self.node_id is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.node_id = registration.node_id
         self.register_message = message.model_copy(update={"node_id": registration.node_id})
         await self.send_frame(
@@ -213,6 +299,12 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     async def on_node_heartbeat(self, message: NodeHeartbeat) -> None:
         self._require_node(message.node_id)
+        if not self._heartbeat_allowed():
+            metrics.NODE_MESSAGES_THROTTLED.labels(type=message.type).inc()
+            raise ProtocolError(
+                "RATE_LIMITED",
+                f"heartbeats may come at most every {settings.NODE_HEARTBEAT_MIN_INTERVAL_S} s; this one was dropped",
+            )
         started = time.perf_counter()
         outcome = await services.record_heartbeat(message, self.conn)
         if outcome.result == "unknown" and self.register_message is not None:
@@ -225,6 +317,23 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.close(code=services.CLOSE_SUPERSEDED)
         elif outcome.result == "revoked":
             await self.close(code=services.CLOSE_TOKEN_REVOKED)
+
+    def _heartbeat_allowed(self) -> bool:
+        """A token bucket: NODE_HEARTBEAT_BURST heartbeats at once, then one per NODE_HEARTBEAT_MIN_INTERVAL_S.
+        Each heartbeat is a Redis script and maybe a status change; a node sending a thousand a second would
+        otherwise get all of them processed."""
+        interval = settings.NODE_HEARTBEAT_MIN_INTERVAL_S
+        if interval <= 0:
+            return True
+        now = time.monotonic()
+        self.heartbeat_allowance = min(
+            float(settings.NODE_HEARTBEAT_BURST), self.heartbeat_allowance + (now - self.heartbeat_checked_at) / interval
+        )
+        self.heartbeat_checked_at = now
+        if self.heartbeat_allowance < 1:
+            return False
+        self.heartbeat_allowance -= 1
+        return True
 
     async def on_job_ack(self, message: JobAck) -> None:
         self._require_node(message.node_id)

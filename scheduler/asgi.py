@@ -47,6 +47,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from core import access_log  # noqa: E402
+from jobs import lean_api  # noqa: E402
 from nodes.consumers import NodeConsumer  # noqa: E402
 from scheduler.background import ensure_started  # noqa: E402
 from scheduler.routing import browser_websocket_urlpatterns  # noqa: E402
@@ -85,7 +86,8 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     ensure_started()
     if scope["type"] == "http" and scope["path"].startswith("/api/") and _has_bearer(scope):
-        await access_log.logged(bearer_api_app, scope, receive, send)
+        # The two endpoints every job calls skip Django altogether (jobs/lean_api.py).
+        await access_log.logged(lean_api.app if lean_api.handles(scope) else bearer_api_app, scope, receive, send)
         return
     await access_log.logged(router, scope, receive, send)
 

@@ -78,13 +78,25 @@ async def _run() -> None:
 
     while True:
         try:
-            await services.sweep_deadlines()
+            if await claim_tick("node_sweep", settings.NODE_SWEEP_INTERVAL_S):
+                await services.sweep_deadlines()
             await _advertise(len(connections.LOCAL))
         except UNAVAILABLE:
             log.warning("background sweep skipped: Redis unavailable", extra={"event": "redis_down"})
         except Exception:
             log.exception("background sweep failed", extra={"event": "sweep_failed"})
         await asyncio.sleep(settings.NODE_SWEEP_INTERVAL_S)
+
+
+async def claim_tick(name: str, interval_s: float, now: float | None = None) -> bool:
+    """Whether this instance won the current interval of the periodic whole-cluster work `name`. The node
+    deadline sweep scans every node that fell due; run by every web process (one per core by default), each
+    would repeat the others' scripts. The first instance to ask does it and the others skip that tick. A
+    claim lives one interval, so an instance that died holding it costs at most one tick of delay (and the
+    beat task sweeps as well)."""
+    slot = int((time.time() if now is None else now) // interval_s)
+    claimed = await get_redis().set(keys().tick_claim(name, slot), settings.INSTANCE_ID, nx=True, px=max(1, int(interval_s * 1000)))
+    return bool(claimed)
 
 
 async def _run_jobs() -> None:

@@ -24,6 +24,9 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     sender.add_periodic_task(settings.AUDIT_INTERVAL_S, sender.signature("core.write_audit"))
     sender.add_periodic_task(max(1.0, settings.JOB_SWEEP_INTERVAL_S), sender.signature("jobs.sweep_deadlines"))
     sender.add_periodic_task(settings.JOB_RECONCILE_INTERVAL_S, sender.signature("jobs.reconcile"))
+    if settings.METRICS_SNAPSHOT_MAX_AGE_S > 0:
+        # Twice per lifetime of the shared copy, so scrapes never find it expired while the beat runs.
+        sender.add_periodic_task(settings.METRICS_SNAPSHOT_MAX_AGE_S / 2, sender.signature("console.refresh_metrics_snapshot"))
 
 
 class PoolLeaderStep(bootsteps.StartStopStep):

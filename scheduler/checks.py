@@ -84,3 +84,19 @@ def check_pool_lease_timings(app_configs: Any, **kwargs: Any) -> list[Error]:
             id="scheduler.E006",
         )
     ]
+
+
+@register()
+def check_node_idle_timeout(app_configs: Any, **kwargs: Any) -> list[Error]:
+    # A socket silent for the idle timeout is closed; a live node is silent for up to one heartbeat interval.
+    idle, interval = settings.NODE_IDLE_TIMEOUT_S, settings.NODE_HEARTBEAT_INTERVAL_S
+    if idle == 0 or idle > 2 * interval:
+        return []
+    return [
+        Error(
+            f"NODE_IDLE_TIMEOUT_S ({idle}) must exceed twice NODE_HEARTBEAT_INTERVAL_S ({interval}), or the "
+            "sockets of live nodes are closed between heartbeats.",
+            hint="The default is 120 s for 15 s heartbeats; 0 turns the idle timeout off.",
+            id="scheduler.E007",
+        )
+    ]

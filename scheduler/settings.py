@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE
 
 from scheduler.env import envbool, envfloat, envint, envlist, envnets, envstr, raw
 
@@ -34,6 +35,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Swagger UI's assets from the installed package (ninja/static/), not a CDN.
+    "ninja",
+    "axes",
+    "csp",
     "scheduler",
     "core",
     "console",
@@ -51,6 +56,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses logins from a locked-out address before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "scheduler.urls"
@@ -71,6 +85,45 @@ TEMPLATES = [
     },
 ]
 
+# --- HTTPS deployments (docs/security.md): TLS=true turns on everything `check --deploy` asks for ---------------
+
+TLS = envbool("TLS", False)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", TLS)
+# Probes and scrapers inside the network speak plain HTTP to the instance itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000 if TLS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", TLS)
+# The preload directive only makes the site eligible for the browsers' list; submitting it is a separate step.
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", TLS)
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", TLS)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", TLS)
+# Behind a TLS-terminating proxy: the header it sets, "HTTP_X_FORWARDED_PROTO=https". Only set it when the
+# proxy always sets (or strips) that header, or a client could claim HTTPS over plain HTTP.
+_proxy_header = envstr("SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_header.split("=", 1)) if "=" in _proxy_header else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+# Every page the admin and the API docs serve: scripts and styles from this origin only (inline scripts need
+# the request's nonce), nothing framed, forms posted here only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        # Swagger UI and the admin set style attributes from their scripts.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 # --- Database: SQLite by default, anything dj-database-url understands through DATABASE_URL -------------
 
 DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
@@ -89,6 +142,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": envstr("TEST_SQLITE_PATH", str(Path(tempfile.gettempdir()) / f"lingua-test-{os.getpid()}.sqlite3"))
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The SQLite files (and the `make run` secrets beside them) are created readable by their owner only.
+PRIVATE_FILE_MODE = 0o600
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -164,6 +219,20 @@ NODE_MAX_MESSAGE_BYTES = envint("NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minim
 NODE_BAD_MESSAGE_LIMIT = envint("NODE_BAD_MESSAGE_LIMIT", 20, minimum=1)
 NODE_BAD_MESSAGE_WINDOW_S = envfloat("NODE_BAD_MESSAGE_WINDOW_S", 60.0, minimum=0.1)
 NODE_HTTP_DISPATCH_TIMEOUT_S = envfloat("NODE_HTTP_DISPATCH_TIMEOUT_S", 5.0, minimum=0.1)
+# Hostile-input limits (docs/security.md). A socket that has not registered this long after its handshake
+# is closed (4408); so is a registered one that sent nothing for NODE_IDLE_TIMEOUT_S (a live node heartbeats
+# every 15 s). 0 turns either off.
+NODE_REGISTER_TIMEOUT_S = envfloat("NODE_REGISTER_TIMEOUT_S", 30.0, minimum=0)
+NODE_IDLE_TIMEOUT_S = envfloat("NODE_IDLE_TIMEOUT_S", 120.0, minimum=0)
+# Open node sockets one token may hold on one instance (0: no cap). A fleet sharing one token needs room.
+NODE_MAX_SOCKETS_PER_TOKEN = envint("NODE_MAX_SOCKETS_PER_TOKEN", 1000, minimum=0)
+# Heartbeats: a bucket of NODE_HEARTBEAT_BURST, refilled one per NODE_HEARTBEAT_MIN_INTERVAL_S (by default a
+# fifteenth of the interval: 1 s). The real node sends one every 15 s, one right after its register is
+# acknowledged and one (debounced to 2 s) on a capability change.
+NODE_HEARTBEAT_BURST = envint("NODE_HEARTBEAT_BURST", 5, minimum=1)
+NODE_HEARTBEAT_MIN_INTERVAL_S = envfloat("NODE_HEARTBEAT_MIN_INTERVAL_S", NODE_HEARTBEAT_INTERVAL_S / 15, minimum=0)
+# Deepest nesting of JSON a peer may send (node frames, node-link and REST bodies).
+PEER_JSON_MAX_DEPTH = envint("PEER_JSON_MAX_DEPTH", 32, minimum=2)
 
 # --- Pools -----------------------------------------------------------------------------------------------------
 
@@ -220,6 +289,29 @@ API_KEY_CACHE_S = envfloat("API_KEY_CACHE_S", 5.0, minimum=0.0)
 # Client side: the key `submit_jobs` uses when --api-key is not given (keeps the secret off the process list).
 SCHEDULER_API_KEY = envstr("SCHEDULER_API_KEY", "")
 
+# --- Failed authentication (docs/security.md) ---------------------------------------------------------------------
+
+# Wrong API keys and node tokens, counted per client address in Redis across instances: past the limit within
+# the window that address is refused (429, or 403 at a node handshake) without a database read. 0: no limit.
+AUTH_FAILURE_LIMIT = envint("AUTH_FAILURE_LIMIT", 20, minimum=0)
+AUTH_FAILURE_WINDOW_S = envint("AUTH_FAILURE_WINDOW_S", 60, minimum=1)
+# Admin logins (django-axes): this many failures from one address locks it out for the cool-off time.
+AXES_ENABLED = envbool("ADMIN_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = envint("ADMIN_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = envfloat("ADMIN_LOGIN_COOLOFF_S", 900.0, minimum=1) / 3600  # hours, as axes takes it
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# axes logs every attempt with the username; failures are logged by our own handler instead (no passwords).
+AXES_VERBOSE = False
+
+# --- Web server (uvicorn) -----------------------------------------------------------------------------------------
+
+# A connection that has not sent a whole request head this long after connecting (or after its last answer)
+# is closed: silent and slow-header connections otherwise hold a file descriptor for good.
+WEB_HEADER_TIMEOUT_S = envfloat("WEB_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
+WEB_KEEPALIVE_TIMEOUT_S = envfloat("WEB_KEEPALIVE_TIMEOUT_S", 5.0, minimum=0.1)
+
 # --- Observability -------------------------------------------------------------------------------------------------
 
 # The live cluster page's history: one point per interval (one instance writes it), kept this long.
@@ -228,6 +320,10 @@ STATS_HISTORY_S = envfloat("STATS_HISTORY_S", 3600.0, minimum=60.0)
 # /metrics: with METRICS_TOKEN set, scrapers must send `Authorization: Bearer <token>`; otherwise only clients
 # whose address is inside METRICS_ALLOWED_NETS may read it (loopback and private networks by default).
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")
+# The live-state gauges of /metrics read every node and pool from Redis: one snapshot serves every scrape of
+# every instance for this long (computed by the Celery beat, or by the first instance to need it), so the
+# cost per scrape does not grow with the fleet. 0: read Redis on every scrape.
+METRICS_SNAPSHOT_MAX_AGE_S = envfloat("METRICS_SNAPSHOT_MAX_AGE_S", 10.0, minimum=0.0)
 METRICS_ALLOWED_NETS = envnets(
     "METRICS_ALLOWED_NETS", ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 )
@@ -258,5 +354,7 @@ LOGGING = {
         # One line per periodic task run (every second for the audit writer) would bury everything else.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        # django-axes names the username of every failed login; access.admin_logins logs them without it.
+        "axes": {"level": "ERROR"},
     },
 }

@@ -67,6 +67,18 @@ def say(message: str) -> None:
 # --- configuration: same names, defaults and `<NAME>_FILE` convention as scheduler/settings.py ----------------------
 
 
+def default_web_processes(environ: Mapping[str, str]) -> int:
+    """One web process per core this process may run on: one Python process tops out near one core of job
+    work (docs/performance.md). One under daphne (one process per port) or with a fixed INSTANCE_ID (every
+    process would claim the same id)."""
+    if (raw("WEB_SERVER", environ) or DEFAULT_SERVER) != "uvicorn" or raw("INSTANCE_ID", environ):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Config:
     web_host: str
@@ -89,7 +101,7 @@ class Config:
             run_worker=envbool("RUN_WORKER", True, environ=environ),
             redis_url=raw("REDIS_URL", environ) or "",
             web_server=envchoice("WEB_SERVER", DEFAULT_SERVER, SERVERS, environ=environ),
-            web_processes=envint("WEB_PROCESSES", 1, minimum=1, environ=environ),
+            web_processes=envint("WEB_PROCESSES", default_web_processes(environ), minimum=1, environ=environ),
             ping_interval_s=envint("WS_PING_INTERVAL_S", PING_INTERVAL_S, minimum=1, environ=environ),
             ping_timeout_s=envint("WS_PING_TIMEOUT_S", PING_TIMEOUT_S, minimum=1, environ=environ),
             instance_id=raw("INSTANCE_ID", environ) or "",
@@ -120,6 +132,8 @@ def ensure_var_dir() -> None:
     if not VAR_DIR.is_dir():
         say(f"Creating {VAR_DIR} for the SQLite database and the beat schedule")
         VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # The database and the generated secret key live here: other users of the machine get nothing.
+    VAR_DIR.chmod(0o700)
 
 
 def check_port_free(config: Config) -> None:
@@ -553,6 +567,8 @@ class Supervisor:
 
 
 def main() -> int:
+    # Files the supervisor and its children create (database, WAL, beat schedule, logs) are private.
+    os.umask(0o077)
     return Supervisor(os.environ).run()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 SERVERS = ("uvicorn", "daphne")
 DEFAULT_SERVER = "uvicorn"
 APPLICATION = "scheduler.asgi:application"
+HTTP_PROTOCOL = "supervisor.http_protocol:HeadTimeoutProtocol"
 # Keepalive at the transport: the server pings every node socket and closes one that does not answer in time,
 # so a hung node (frozen process, dead host, broken route) goes offline and its jobs go elsewhere within
 # interval + timeout, well before the 30 s job timeout and the 45 s heartbeat timeout. The real node's `ws`
@@ -43,10 +44,12 @@ def server_command(server: str, host: str, port: int, max_message_bytes: int | N
         # Lifespan starts the background loop before the first request; no access log of uvicorn's own. No
         # permessage-deflate (daphne does not offer it either): base64 audio hardly compresses, and each
         # socket's zlib state cost ~40 KiB of RSS per node at 5,000 nodes (docs/performance.md).
+        # HTTP_PROTOCOL: uvicorn's httptools protocol plus a deadline for the request head (silent and
+        # slow-header connections), docs/security.md.
         limits = ["--ws-max-size", *size] if size else []
         return [
             sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--lifespan", "on", "--no-access-log",
-            "--no-server-header", "--ws-per-message-deflate", "false", *limits,
+            "--no-server-header", "--ws-per-message-deflate", "false", "--http", HTTP_PROTOCOL, *limits,
             "--ws-ping-interval", str(ping_interval_s), "--ws-ping-timeout", str(ping_timeout_s),
             "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S),
             *(["--workers", str(processes)] if processes > 1 else []), *extra_args, app,

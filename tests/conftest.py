@@ -53,6 +53,7 @@ def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
         setattr(settings, name, float(value))
     # Tests revoke keys and expect the next request to fail; the cache has its own test.
     settings.API_KEY_CACHE_S = 0
+    settings.METRICS_SNAPSHOT_MAX_AGE_S = 0
     forget_verified_keys()
     yield redis_server.url
     reset_clients()
@@ -80,6 +81,8 @@ def server_env(transactional_db, redis_url: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "SECRET_KEY": "test-secret",
+        # Gauges read fresh on every scrape: tests watch them follow one change at a time.
+        "METRICS_SNAPSHOT_MAX_AGE_S": "0",
         **FAST_NODE_TIMINGS,
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from scheduler.env import EnvError
 from supervisor.runner import Config
-from supervisor.webserver import APPLICATION, DEFAULT_SERVER, server_command
+from supervisor.webserver import APPLICATION, DEFAULT_SERVER, HTTP_PROTOCOL, server_command
 from tests.nodes.conftest import node_token  # noqa: F401, F811  (shared fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +32,9 @@ def test_an_unknown_server_is_refused_naming_the_variable() -> None:
     ("server", "expected"),
     [
         ("uvicorn", ["-m", "uvicorn", "--host", "0.0.0.0", "--port", "9000", "--lifespan", "on", "--no-access-log",
-                     "--no-server-header", "--ws-per-message-deflate", "false", "--ws-max-size", "2048",
-                     "--ws-ping-interval", "5", "--ws-ping-timeout", "10", "--timeout-graceful-shutdown", "5", APPLICATION]),
+                     "--no-server-header", "--ws-per-message-deflate", "false", "--http", HTTP_PROTOCOL, "--ws-max-size",
+                     "2048", "--ws-ping-interval", "5", "--ws-ping-timeout", "10", "--timeout-graceful-shutdown", "5",
+                     APPLICATION]),
         ("daphne", ["-m", "supervisor.serve", "-b", "0.0.0.0", "-p", "9000", "--websocket-max-message-size", "2048",
                     "--websocket-max-frame-size", "2048", "--ping-interval", "5", "--ping-timeout", "10",
                     "--application-close-timeout", "5", APPLICATION]),
@@ -55,6 +57,16 @@ def test_the_supervisor_stops_at_once_on_an_unknown_server_and_says_why(tmp_path
     assert result.returncode == 1
     assert "WEB_SERVER must be one of uvicorn, daphne, not 'nginx'" in result.stdout + result.stderr
     assert "Started" not in result.stdout
+
+
+def test_make_run_starts_one_web_process_per_usable_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+
+    assert Config.from_environ({}).web_processes == 3
+    assert Config.from_environ({"WEB_PROCESSES": "1"}).web_processes == 1
+    # Where several processes cannot work, the default is one rather than a refusal to start.
+    assert Config.from_environ({"WEB_SERVER": "daphne"}).web_processes == 1
+    assert Config.from_environ({"INSTANCE_ID": "web-a"}).web_processes == 1
 
 
 def test_several_processes_need_uvicorn_and_their_own_instance_ids() -> None:
