@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Longer than one selection ever holds a job (jobs/services.py CLAIM_TTL_MS): a job whose placer died is
+# Longer than one selection ever holds a job (jobs/transitions.py CLAIM_TTL_MS): a job whose placer died is
 # taken over after it.
 CLAIM_TTL_S = 5.0
 # Sweeps run every JOB_SWEEP_INTERVAL_S on each web process and at least every second from beat.

@@ -42,7 +42,9 @@ def _busy(client: redis.Redis, keys: Keys) -> bool:
             keys.node_running(node_id), f"({now_ms}", "+inf"
         ):
             return True
-    return bool(client.zcard(keys.jobs_pending) or client.zcard(keys.job_deadlines))
+    if client.zcard(keys.jobs_pending):
+        return True
+    return any(client.zcard(index) for index in keys.job_deadline_indexes)
 
 
 def redis_at_rest(client: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -58,18 +60,29 @@ def redis_at_rest(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             "status": client.hget(keys.node_meta(node_id), "status"),
         }
     live_jobs = []
-    for key in client.scan_iter(match=f"{keys.prefix}:job:{{*}}", count=1000):
-        if key.endswith("}") and client.hget(key, "state") in LIVE_STATES:
+    # A job's hash is `<prefix>:job:{j<shard>}:<job id>`; its audio and partials add a suffix.
+    for key in client.scan_iter(match=f"{keys.prefix}:job:{{j*}}:*", count=1000):
+        if key.count(":") != keys.prefix.count(":") + 3 or client.type(key) != "hash":
+            continue
+        if client.hget(key, "state") in LIVE_STATES:
             live_jobs.append(key)
     return {
         "now_ms": now_ms,
         "nodes": nodes,
         "pending": client.zcard(keys.jobs_pending),
-        "deadlines": client.zrange(keys.job_deadlines, 0, -1),
+        "deadlines": [member for index in keys.job_deadline_indexes for member in client.zrange(index, 0, -1)],
         "live_jobs": live_jobs,
-        "audit_backlog": client.xlen(keys.audit_stream),
+        "audit_backlog": audit_backlog(client, keys),
         "audit_dead": client.xlen(f"{keys.audit_stream}:dead") if client.exists(f"{keys.audit_stream}:dead") else 0,
     }
+
+
+def audit_backlog(client: redis.Redis, keys: Keys) -> int:
+    """Entries waiting in every audit stream: the main one (nodes, pools) and each job shard's."""
+    with client.pipeline(transaction=False) as pipe:
+        for stream in keys.audit_streams:
+            pipe.xlen(stream)
+        return sum(pipe.execute())
 
 
 def wait_for_audit(client: redis.Redis, keys: Keys, timeout_s: float) -> float:
@@ -77,7 +90,7 @@ def wait_for_audit(client: redis.Redis, keys: Keys, timeout_s: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         try:
-            if client.xlen(keys.audit_stream) == 0:
+            if audit_backlog(client, keys) == 0:
                 break
         except (redis.ConnectionError, redis.TimeoutError):
             pass

@@ -53,14 +53,19 @@ class Sampler:
             pipe.hget(k.pool_config, "epoch")
             # The audit backlog and how long the writer's lock still has: a writer that died holding the
             # lock shows as a backlog that grows until the lock expires.
-            pipe.xlen(k.audit_stream)
+            streams = k.audit_streams
+            for stream in streams:
+                pipe.xlen(stream)
             pipe.ttl(k.lock("core.write_audit"))
             replies = pipe.execute()
         nodes = {}
         for index, node_id in enumerate(node_ids):
             maximum, reserved, running, status = replies[index * 4 : index * 4 + 4]
             nodes[node_id] = [int(maximum) if maximum else None, reserved, running, status]
-        epoch, lease, config_epoch, audit_backlog, audit_lock_ttl = replies[-5:]
+        tail = replies[len(node_ids) * 4 :]
+        epoch, lease, config_epoch = tail[:3]
+        audit_backlog = sum(tail[3 : 3 + len(streams)])
+        audit_lock_ttl = tail[-1]
         self.samples += 1
         self.log.write(
             "sample", now_ms=now_ms, nodes=nodes, epoch=_int(epoch), lease=lease, config_epoch=_int(config_epoch),

@@ -38,9 +38,14 @@ async def read_jobs_in_flight() -> tuple[dict[str, int], int]:
     """Non-terminal jobs by state (every one has an entry in the deadline index), and how many wait."""
     k = keys()
     client = get_redis()
-    job_ids = await client.zrange(k.job_deadlines, 0, IN_FLIGHT_READ_LIMIT - 1)
+    per_shard = IN_FLIGHT_READ_LIMIT // len(k.job_deadline_indexes)
+    async with client.pipeline(transaction=False) as pipe:
+        for index in k.job_deadline_indexes:
+            pipe.zrange(index, 0, per_shard - 1)
+        pipe.zcard(k.jobs_pending)
+        *shards, waiting = await pipe.execute()
+    job_ids = [job_id for shard in shards for job_id in shard]
     states = await read_chunked(job_ids, lambda pipe, job_id: pipe.hget(k.job(job_id), "state"))
-    waiting = await client.zcard(k.jobs_pending)
     return dict(Counter(state for state in states if state)), int(waiting)
 
 
@@ -49,14 +54,15 @@ async def read_audit_state() -> AuditState:
     with its creation time in milliseconds."""
     k = keys()
     async with get_redis().pipeline(transaction=False) as pipe:
-        pipe.xlen(k.audit_stream)
-        pipe.xrange(k.audit_stream, count=1)
+        for stream in k.audit_streams:
+            pipe.xlen(stream)
+            pipe.xrange(stream, count=1)
         pipe.xlen(f"{k.audit_stream}:dead")
-        backlog, oldest, dead = await pipe.execute()
-    lag_s = 0.0
-    if oldest:
-        lag_s = max(0.0, time.time() - int(oldest[0][0].split("-")[0]) / 1000)
-    return AuditState(int(backlog), lag_s, int(dead))
+        *per_stream, dead = await pipe.execute()
+    backlog = sum(int(length) for length in per_stream[0::2])
+    firsts = [int(first[0][0].split("-")[0]) for first in per_stream[1::2] if first]
+    lag_s = max(0.0, time.time() - min(firsts) / 1000) if firsts else 0.0
+    return AuditState(backlog, lag_s, int(dead))
 
 
 async def read_snapshot() -> Snapshot:

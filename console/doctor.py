@@ -216,9 +216,12 @@ def check_redis_persistence(client: redis.Redis) -> Finding:
             "redis.persistence",
             f"snapshots only (save '{save}'): a restart rolls live state back to the last snapshot; {recovery}",
         )
-    return passed(
+    # A warning, not a pass: losing in-flight jobs on a Redis restart should be a decision, not a default.
+    return warned(
         "redis.persistence",
         f"persistence off (save '', appendonly no): a restart loses all live state; {recovery}",
+        "if losing in-flight jobs on a Redis restart is not acceptable, turn on `appendonly yes` (the embedded "
+        "Redis of `make run` is meant for trying things out and persists nothing)",
     )
 
 
@@ -469,6 +472,17 @@ def check_pool_leader(client: redis.Redis, lease_key: str) -> Finding:
     return passed("pools.leader", f"lease held by {who or holder}, epoch {epoch}")
 
 
+def oldest_stream(client: redis.Redis, streams: list[str]) -> str:
+    """Of the audit streams (main and per job shard), the one whose first entry is oldest: the writer's
+    health is judged by the entry that waited longest."""
+    with client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xrange(stream, "-", "+", count=1)
+        firsts = pipe.execute()
+    waiting = [(stream_id_ms(first[0][0]), stream) for stream, first in zip(streams, firsts, strict=True) if first]
+    return min(waiting)[1] if waiting else streams[0]
+
+
 def check_audit_writer(
     client: redis.Redis, stream: str, group: str, lag_s: float, claim_idle_s: float
 ) -> Finding:
@@ -625,7 +639,7 @@ def diagnose(timeout: float = 2.0, audit_lag_s: float = AUDIT_LAG_S) -> list[Fin
         with_redis(
             "audit.writer",
             lambda: check_audit_writer(
-                client, k.audit_stream, audit.GROUP, audit_lag_s, audit.CLAIM_IDLE_MS / 1000
+                client, oldest_stream(client, k.audit_streams), audit.GROUP, audit_lag_s, audit.CLAIM_IDLE_MS / 1000
             ),
         )
     )

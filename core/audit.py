@@ -51,9 +51,9 @@ def add(client: Any, category: str, **data: Any) -> Any:
     )
 
 
-def _ensure_group(client: Any) -> None:
+def _ensure_group(client: Any, stream: str) -> None:
     try:
-        client.xgroup_create(keys().audit_stream, GROUP, id="0", mkstream=True)
+        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     except Exception as exc:  # BUSYGROUP: it exists already
         if "BUSYGROUP" not in str(exc):
             raise
@@ -68,32 +68,29 @@ def _applier(kind: str) -> Callable[[list[dict[str, Any]]], None] | None:
 
 
 def write_batch(consumer: str | None = None, count: int | None = None) -> int:
-    """Move one batch from the stream into the database; returns how many entries were committed."""
+    """Move one batch from the streams into the database; returns how many entries were committed.
+
+    Nodes and pools write the main stream, jobs the stream of their shard (so a job's transition and its
+    entry are one script): one batch takes up to `count` stream entries from each stream, in one transaction.
+    """
     client = get_sync_redis()
-    stream = keys().audit_stream
     consumer = consumer or settings.INSTANCE_ID
     count = count or settings.AUDIT_BATCH_SIZE
-    _ensure_group(client)
-    # Our own unacknowledged entries first (a failed commit), then what a dead writer left, then new ones.
-    entries: list[tuple[str, dict[str, str]]] = []
-    for _, items in client.xreadgroup(GROUP, consumer, {stream: "0"}, count=count) or []:
-        entries.extend(item for item in items if item[1])
-    if len(entries) < count:
-        _, claimed, _ = client.xautoclaim(stream, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=count - len(entries))
-        entries.extend(claimed)
-    if len(entries) < count:
-        for _, items in client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count - len(entries)) or []:
-            entries.extend(items)
-    if not entries:
-        return 0
-
+    taken: dict[str, list[str]] = {}
     parsed: list[tuple[str, str, dict[str, Any]]] = []
-    for entry_id, fields in entries:
-        category = (fields or {}).get("category", "")
-        if _applier(category) is None:
-            log.warning("audit entry of unknown category skipped", extra={"event": "audit_unknown", "reason": category})
-            continue
-        parsed.append((entry_id, category, json.loads(fields.get("data") or "{}")))
+    for stream, entries in _take(client, consumer, count).items():
+        taken[stream] = [entry_id for entry_id, _ in entries]
+        for entry_id, fields in entries:
+            category = (fields or {}).get("category", "")
+            if _applier(category) is None:
+                log.warning("audit entry of unknown category skipped", extra={"event": "audit_unknown", "reason": category})
+                continue
+            data = json.loads(fields.get("data") or "{}")
+            # A job transition writes all its entries as one list (one stream entry per transition).
+            for item in data if isinstance(data, list) else [data]:
+                parsed.append((entry_id, category, item))
+    if not taken:
+        return 0
     try:
         _apply(parsed)
         written = len(parsed)
@@ -106,11 +103,46 @@ def write_batch(consumer: str | None = None, count: int | None = None) -> int:
         metrics.AUDIT_FAILURES.inc()
         log.exception("audit batch failed; retrying entry by entry", extra={"event": "audit_failed"})
         written = _apply_one_by_one(client, parsed)
-    ids = [entry_id for entry_id, _ in entries]
-    client.xack(stream, GROUP, *ids)
-    client.xdel(stream, *ids)
+    for stream, ids in taken.items():
+        client.xack(stream, GROUP, *ids)
+        client.xdel(stream, *ids)
     metrics.AUDIT_WRITTEN.inc(written)
     return written
+
+
+def _take(client: Any, consumer: str, count: int) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """Entries of each stream that has any (up to `count` of each kind): our own unacknowledged ones first (a failed commit),
+    then what a dead writer left, then new ones. One round trip for all streams; the consumer group is
+    created when Redis says it is missing (first run, or Redis lost its data)."""
+    streams = keys().audit_streams
+    for _ in range(2):
+        with client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xreadgroup(GROUP, consumer, {stream: "0"}, count=count)
+                pipe.xautoclaim(stream, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=count)
+                pipe.xreadgroup(GROUP, consumer, {stream: ">"}, count=count)
+            replies = pipe.execute(raise_on_error=False)
+        missing = [e for e in replies if isinstance(e, Exception)]
+        if not missing:
+            break
+        if not all("NOGROUP" in str(e) for e in missing):
+            raise missing[0]
+        for stream in streams:
+            _ensure_group(client, stream)
+    else:
+        raise RuntimeError("audit consumer groups could not be created")
+    taken: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    for i, stream in enumerate(streams):
+        own, claimed, new = replies[3 * i : 3 * i + 3]
+        entries: dict[str, dict[str, str]] = {}
+        for _, items in own or []:
+            entries.update((entry_id, fields) for entry_id, fields in items if fields)
+        entries.update((entry_id, fields) for entry_id, fields in claimed[1] if fields)
+        for _, items in new or []:
+            entries.update(items)
+        if entries:
+            taken[stream] = list(entries.items())
+    return taken
 
 
 def _apply(parsed: list[tuple[str, str, dict[str, Any]]]) -> None:

@@ -1,14 +1,16 @@
 """Redis clients and the key layout of all live state.
 
 Every key that a Lua script touches together with others carries the same `{hash tag}`, so the scripts run
-unchanged on Redis Cluster. Global indexes (all nodes, deadlines, audit stream) live in their own slots and
-are only ever touched by single-key commands or single-key scripts.
+unchanged on Redis Cluster. A job's keys carry the tag of its shard, shared with that shard's deadline index
+and audit stream. Global indexes (all nodes, node deadlines, the main audit stream, the pending queue) live in
+their own slots and are only ever touched by single-key commands or single-key scripts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -129,6 +131,11 @@ def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     return async_to_sync(runner)()
 
 
+# Job keys are spread over this many hash slots (Redis Cluster places each on one master). Fixed, not a
+# setting: a job's keys are found from its id, so changing it would lose track of live jobs.
+JOB_SHARDS = 16
+
+
 class Keys:
     """Names of every live key; the prefix comes from REDIS_KEY_PREFIX."""
 
@@ -197,21 +204,41 @@ class Keys:
     def node_unavailable(self, node_id: str) -> str:
         return f"{self.prefix}:node:{{{node_id}}}:unavailable"
 
+    # A job's keys carry the tag of its shard, not of the job: the shard's deadline index and audit stream share
+    # that tag, so one script changes a job, its deadline and its audit entry together (one hash slot).
+    def job_shard(self, job_id: str) -> int:
+        return zlib.crc32(job_id.encode()) % JOB_SHARDS
+
     def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}"
+        return f"{self.prefix}:job:{{j{self.job_shard(job_id)}}}:{job_id}"
 
     def job_audio(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}:audio"
-
-    def job_attempts(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}:attempts"
+        return f"{self.job(job_id)}:audio"
 
     def job_partials(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}:partials"
+        return f"{self.job(job_id)}:partials"
+
+    def job_deadlines(self, shard: int) -> str:
+        """Deadline index of one shard: job id scored by its next deadline (ms, Redis clock)."""
+        return f"{self.prefix}:jobs:{{j{shard}}}:deadlines"
+
+    def job_audit(self, shard: int) -> str:
+        """Audit stream of one shard's jobs (scheduler/audit.py reads it beside the main stream)."""
+        return f"{self.prefix}:jobs:{{j{shard}}}:audit"
+
+    def job_slot_keys(self, job_id: str) -> list[str]:
+        """The keys every job transition script takes: the job, its shard's deadline index and audit stream."""
+        shard = self.job_shard(job_id)
+        return [self.job(job_id), self.job_deadlines(shard), self.job_audit(shard)]
 
     @property
-    def job_deadlines(self) -> str:
-        return f"{self.prefix}:jobs:deadlines"
+    def job_deadline_indexes(self) -> list[str]:
+        return [self.job_deadlines(shard) for shard in range(JOB_SHARDS)]
+
+    @property
+    def audit_streams(self) -> list[str]:
+        """Every audit stream: nodes and pools write the main one, jobs the one of their shard."""
+        return [self.audit_stream, *(self.job_audit(shard) for shard in range(JOB_SHARDS))]
 
     @property
     def jobs_pending(self) -> str:

@@ -2,11 +2,16 @@
 
 `register_script` objects retry with the full source when Redis answers NOSCRIPT, so scripts survive
 `SCRIPT FLUSH`, restarts and failovers without any loading step.
+
+A line `--#include <name>` is replaced by `lua/lib/<name>.lua`: Redis has no modules for scripts, and the job
+transitions share how they build a job's audit entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,16 @@ ScriptArg = str | int | float
 
 @cache
 def source(name: str) -> str:
-    return (LUA_DIR / f"{name}.lua").read_text()
+    lines = (LUA_DIR / f"{name}.lua").read_text().splitlines(keepends=True)
+    return "".join(
+        (LUA_DIR / "lib" / f"{line.split()[1]}.lua").read_text() if line.startswith("--#include ") else line
+        for line in lines
+    )
+
+
+@cache
+def sha(name: str) -> str:
+    return hashlib.sha1(source(name).encode()).hexdigest()
 
 
 def names() -> list[str]:
@@ -52,6 +66,42 @@ async def run(name: str, keys: list[str], args: list[ScriptArg]) -> Any:
         raise
     finally:
         metrics.REDIS_LATENCY.labels(operation=name).observe(time.perf_counter() - started)
+
+
+def queue(pipe: Any, name: str, keys: list[str], args: list[ScriptArg]) -> None:
+    """Queue script `name` on a pipeline built inside `run_pipeline`, as a bare EVALSHA: redis-py's own
+    pipeline scripts would cost a SCRIPT EXISTS round trip on every execute."""
+    pipe.evalsha(sha(name), len(keys), *keys, *args)
+
+
+async def run_pipeline(operation: str, build: Callable[[Any], None]) -> list[Any]:
+    """Send the commands `build(pipe)` queues (scripts through `queue`, other slots' commands beside them) in
+    one round trip and return their replies. A script Redis does not have (restart, SCRIPT FLUSH) did not
+    run: it is loaded and the whole pipeline built and sent again, so the commands beside a script must be
+    safe to repeat (reads, idempotent writes). Redis errors are counted and re-raised."""
+    client = get_redis()
+    started = time.perf_counter()
+    try:
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                build(pipe)
+                replies = await pipe.execute(raise_on_error=False)
+            missing = [reply for reply in replies if isinstance(reply, redis.exceptions.NoScriptError)]
+            if not missing:
+                break
+            every = names()
+            for name, present in zip(every, await client.script_exists(*map(sha, every)), strict=True):
+                if not present:
+                    await client.script_load(source(name))
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+    except (*UNAVAILABLE, redis.ResponseError):
+        metrics.REDIS_ERRORS.labels(operation=operation).inc()
+        raise
+    finally:
+        metrics.REDIS_LATENCY.labels(operation=operation).observe(time.perf_counter() - started)
 
 
 def run_blocking(name: str, keys: list[str], args: list[ScriptArg]) -> Any:

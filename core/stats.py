@@ -1,8 +1,10 @@
 """Cluster-wide activity history kept in Redis, for the live cluster page.
 
 Prometheus counters live in each process; the live page must show the cluster without a Prometheus server,
-so the hot path also bumps a few cumulative counters in one Redis hash, inside pipelines it already sends
-(no extra round trip). Every STATS_SAMPLE_INTERVAL_S one web instance (whoever claims the interval first)
+so the job path also counts into a few cumulative counters in one Redis hash. It counts in memory, and each
+process adds its counts to the hash every JOB_SWEEP_INTERVAL_S (`flush`, from its background loop): the job
+path sends no command for them, and a process that dies loses at most that interval of live-page history
+(never a job, its audit entries or its Prometheus counters' meaning). Every STATS_SAMPLE_INTERVAL_S one web instance (whoever claims the interval first)
 turns the counters into a point of the series: the deltas since the previous point, the p95 of dispatch
 latency from bucket deltas, and the ready node count. The series keeps one hour of points.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
@@ -34,27 +37,55 @@ def _bound_label(bound: float) -> str:
     return "inf" if bound == float("inf") else str(int(bound))
 
 
-def record_dispatch(pipe: Any, pool: str, latency_ms: int | None) -> None:
-    """Queue the counters of one dispatched attempt on `pipe` (latency only for first attempts)."""
-    key = keys().stats_counters
-    pipe.hincrby(key, "dispatched", 1)
-    pipe.hincrby(key, f"dispatched:pool:{pool}", 1)
+_counts: Counter[str] = Counter()
+_failures: list[str] = []
+
+
+def record_dispatch(pool: str, latency_ms: int | None) -> None:
+    """Count one dispatched attempt (latency only for first attempts)."""
+    _counts["dispatched"] += 1
+    _counts[f"dispatched:pool:{pool}"] += 1
     if latency_ms is not None:
         bound = next(b for b in DISPATCH_BOUNDS_MS if latency_ms <= b)
-        pipe.hincrby(key, f"dispatch_le:{_bound_label(bound)}", 1)
+        _counts[f"dispatch_le:{_bound_label(bound)}"] += 1
 
 
-def record_end(pipe: Any, job_id: str, state: str, reason: str, *, succeeded: bool) -> None:
-    """Queue the counters of one job reaching terminal `state` on `pipe`; a job that did not succeed also
-    joins the recent failures list."""
-    k = keys()
-    pipe.hincrby(k.stats_counters, "ended", 1)
-    pipe.hincrby(k.stats_counters, f"ended:{state}", 1)
+def record_end(job_id: str, state: str, reason: str, *, succeeded: bool) -> None:
+    """Count one job reaching terminal `state`; a job that did not succeed also joins the recent failures."""
+    _counts["ended"] += 1
+    _counts[f"ended:{state}"] += 1
     if not succeeded:
-        pipe.hincrby(k.stats_counters, f"failed:{reason or 'none'}", 1)
-        entry = {"job_id": job_id, "state": state, "reason": reason or "none", "at": time.time()}
-        pipe.lpush(k.stats_failures, json.dumps(entry))
-        pipe.ltrim(k.stats_failures, 0, RECENT_FAILURES - 1)
+        _counts[f"failed:{reason or 'none'}"] += 1
+        _failures.append(json.dumps({"job_id": job_id, "state": state, "reason": reason or "none", "at": time.time()}))
+
+
+async def flush() -> None:
+    """Add this process's counts since the last flush to the shared hash, in one round trip. Counts taken
+    meanwhile are kept for the next flush; on a Redis error the taken ones are put back."""
+    if not _counts and not _failures:
+        return
+    counts, failures = dict(_counts), list(_failures)
+    _counts.clear()
+    _failures.clear()
+    k = keys()
+    try:
+        async with get_redis().pipeline(transaction=False) as pipe:
+            for name, value in counts.items():
+                pipe.hincrby(k.stats_counters, name, value)
+            if failures:
+                pipe.lpush(k.stats_failures, *failures)
+                pipe.ltrim(k.stats_failures, 0, RECENT_FAILURES - 1)
+            await pipe.execute()
+    except BaseException:
+        _counts.update(counts)
+        _failures[:0] = failures
+        raise
+
+
+def forget_unflushed() -> None:
+    """Drop counts not yet flushed (when pointing the process at another Redis)."""
+    _counts.clear()
+    _failures.clear()
 
 
 def _p95_ms(buckets: dict[str, int]) -> float | None:
@@ -104,6 +135,7 @@ async def sample(ready_nodes_fn: Any) -> bool:
     k = keys()
     client = get_redis()
     interval = settings.STATS_SAMPLE_INTERVAL_S
+    await flush()
     now = time.time()
     slot = int(now // interval)
     if not await client.set(

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from core.redis import UNAVAILABLE, run_sync
+from core.timefmt import format_duration, format_time, from_epoch_ms
 from jobs.models import TERMINAL_STATES, Job, JobAttempt, JobState
 
 NOT_LIVE = "not live: ended longer ago than the retention, or unknown to Redis"
@@ -26,10 +27,6 @@ REDIS_DOWN = "Redis unavailable"
 
 def _pretty_json(value: Any) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def _milliseconds(delta: timedelta) -> str:
-    return f"{int(delta.total_seconds() * 1000)} ms"
 
 
 def _for_each_job(
@@ -83,7 +80,7 @@ class JobAttemptInline(admin.TabularInline):
     def duration(self, attempt: JobAttempt) -> str | None:
         if attempt.started_at is None or attempt.ended_at is None:
             return None
-        return _milliseconds(attempt.ended_at - attempt.started_at)
+        return format_duration(attempt.ended_at - attempt.started_at)
 
     @admin.display(description="node's error")
     def node_error_pretty(self, attempt: JobAttempt) -> str | None:
@@ -101,17 +98,9 @@ class JobAttemptInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = (
-        "job_id",
-        "state",
-        "reason",
-        "languages",
-        "pool",
-        "node_id",
-        "attempt_count",
-        "created_at",
-        "duration",
-    )
+    # Where is my job, and how did it end: one state column (with the reason of an unhappy end), where it
+    # ran, when and how long. Pool and session are filters and on the job's page.
+    list_display = ("job", "state_display", "languages", "node", "attempts", "created", "duration")
     list_filter = ("state", "reason", "pool", "node_id")
     date_hierarchy = "created_at"
     # The history grows to millions of rows: skip the second, unfiltered COUNT(*) on every filtered page.
@@ -121,7 +110,8 @@ class JobAdmin(admin.ModelAdmin):
     actions = ("cancel", "retry")
     inlines = (JobAttemptInline,)
     fieldsets = (
-        (None, {"fields": ("job_id", "state", "reason", "error_pretty")}),
+        (None, {"fields": ("answer",)}),
+        ("Outcome", {"fields": ("job_id", "state_display", "error_pretty")}),
         (
             "Request",
             {"fields": ("src_lang", "tgt_lang", "pinned_node", "session_id", "utterance_index", "trace_id")},
@@ -129,7 +119,7 @@ class JobAdmin(admin.ModelAdmin):
         ("Placement", {"fields": ("pool", "node_id", "attempt_count")}),
         ("Time", {"fields": ("created_at", "ended_at", "duration", "timings_pretty")}),
     )
-    readonly_fields = ("duration", "error_pretty", "timings_pretty")
+    readonly_fields = ("answer", "state_display", "duration", "error_pretty", "timings_pretty")
 
     # The rows mirror what the live path recorded: nobody adds, edits or deletes them by hand. Operators act
     # on the live job through the actions, which need the `change_job` permission.
@@ -145,21 +135,85 @@ class JobAdmin(admin.ModelAdmin):
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.change_job")
 
-    @admin.display(description="src → tgt")
+    @admin.display(description="job", ordering="job_id")
+    def job(self, job: Job) -> str:
+        return job.job_id
+
+    @admin.display(description="node", ordering="node_id")
+    def node(self, job: Job) -> str:
+        return job.node_id or "-"
+
+    @admin.display(description="attempts", ordering="attempt_count")
+    def attempts(self, job: Job) -> int:
+        return job.attempt_count
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, job: Job) -> str:
+        return format_time(job.created_at)
+
+    @admin.display(description="languages")
     def languages(self, job: Job) -> str:
         return f"{job.src_lang} → {job.tgt_lang}"
 
+    @admin.display(description="state", ordering="state")
+    def state_display(self, job: Job) -> str:
+        reason = job.reason if job.reason and job.reason != job.state else ""
+        return format_html(
+            '<span class="status status-{}">{}</span>{}',
+            job.state,
+            job.state,
+            format_html(' <span class="quiet">{}</span>', reason) if reason else "",
+        )
+
     @admin.display(description="duration")
     def duration(self, job: Job) -> str | None:
-        return _milliseconds(job.ended_at - job.created_at) if job.ended_at else None
+        return format_duration(job.ended_at - job.created_at) if job.ended_at else None
+
+    @admin.display(description="summary")
+    def answer(self, job: Job) -> str:
+        """The first line of the page: how the job ended (or where it is), on which node, how long it took."""
+        attempts = f"{job.attempt_count} attempt{'s' if job.attempt_count != 1 else ''}"
+        where = f"on {job.node_id}" if job.node_id else "on no node"
+        if job.ended_at is None:
+            line = f"{where}, {attempts} so far, created {format_time(job.created_at)}"
+        else:
+            line = f"{where} after {attempts}, in {format_duration(job.ended_at - job.created_at)} (ended {format_time(job.ended_at, ms=True)})"
+        detail = ""
+        if job.error:
+            detail = f"{job.error.get('code') or job.reason}: {job.error.get('message') or ''}".rstrip(": ")
+        elif job.reason and job.reason != job.state:
+            detail = job.reason
+        return format_html(
+            '<strong class="status status-{}">{}</strong> {}{}',
+            job.state,
+            job.state,
+            line,
+            format_html("<br>{}", detail) if detail else "",
+        )
 
     @admin.display(description="error")
-    def error_pretty(self, job: Job) -> str | None:
-        return _pretty_json(job.error) if job.error else None
+    def error_pretty(self, job: Job) -> str:
+        if not job.error:
+            return "-"
+        return f"{job.error.get('code', '')}: {job.error.get('message', '')}"
 
-    @admin.display(description="timings")
+    @admin.display(description="steps")
     def timings_pretty(self, job: Job) -> str:
-        return _pretty_json(job.timings)
+        """Each recorded step with its time and its offset from creation, to the millisecond."""
+        steps = sorted(
+            (name, from_epoch_ms(value)) for name, value in (job.timings or {}).items() if isinstance(value, int | float)
+        )
+        steps.sort(key=lambda step: step[1])  # type: ignore[arg-type, return-value]
+        if not steps:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {} <span class=\"quiet\">(+{})</span>",
+            (
+                (name.removesuffix("_at"), format_time(at, ms=True), format_duration(at - job.created_at))
+                for name, at in steps
+            ),
+        )
 
     @admin.action(
         description="Cancel selected jobs (the node is told; its slot is freed)", permissions=["operate"]

@@ -14,8 +14,10 @@ from pydantic import ConfigDict, StrictBool, StrictInt
 from access.auth import actor_of, require
 from access.models import Scope
 from core.api_errors import ApiError
+from core.timefmt import from_epoch_ms, iso
 from jobs import history, services
 from jobs.languages import ISO_639_1
+from jobs.models import JobState
 
 router = Router(tags=["jobs"])
 
@@ -78,17 +80,52 @@ def _wait(value: str | None) -> float | None:
 
 
 def _check_languages(payload: JobIn) -> None:
-    if payload.src_lang != "auto" and payload.src_lang not in ISO_639_1:
-        raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {payload.src_lang!r}", {"field": "src_lang"})
-    if payload.tgt_lang not in ISO_639_1:
-        raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {payload.tgt_lang!r}", {"field": "tgt_lang"})
-    for name in ("lang_a", "lang_b"):
-        value = getattr(payload, name)
-        if value is not None and value not in ISO_639_1:
-            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value[:16]!r}", {"field": name})
-    for index, value in enumerate(payload.auto_langs or ()):
-        if value not in ISO_639_1:
-            raise ApiError(400, "UNKNOWN_LANGUAGE", f"unknown language {value[:16]!r}", {"field": f"auto_langs.{index}"})
+    named = [(name, getattr(payload, name, None)) for name in ("src_lang", "tgt_lang", "lang_a", "lang_b")]
+    named += [(f"auto_langs.{index}", value) for index, value in enumerate(payload.auto_langs or ())]
+    for field, value in named:
+        if value is None or (field == "src_lang" and value == "auto") or value in ISO_639_1:
+            continue
+        message = f"unknown language {value[:16]!r}"
+        if value.lower() in ISO_639_1:
+            message += f": codes are lower case ISO 639-1, did you mean {value.lower()!r}?"
+        raise ApiError(400, "UNKNOWN_LANGUAGE", message, {"field": field})
+
+
+def _epoch_to_iso(value: Any) -> str | None:
+    return iso(from_epoch_ms(value))
+
+
+def _public(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as the API shows it: every point in time as ISO 8601 UTC with milliseconds (docs/time.md), and
+    the latencies a client asks about as `durations_ms`. Redis keeps epoch milliseconds; this is the edge."""
+    view = dict(job)
+    timings = job.get("timings") or {}
+    if "created_at" in view:
+        view["created_at"] = _epoch_to_iso(view["created_at"])
+    if "timings" in job:
+        view["timings"] = {name: _epoch_to_iso(value) for name, value in timings.items()}
+        created = timings.get("created_at")
+        durations = {
+            "to_dispatch": timings.get("dispatched_at"),
+            "to_ack": timings.get("acked_at"),
+            "total": timings.get("ended_at"),
+        }
+        view["durations_ms"] = {
+            name: int(value) - int(created) for name, value in durations.items() if value and created
+        }
+    if "attempts" in job:
+        view["attempts"] = [
+            {
+                **attempt,
+                **{name: _epoch_to_iso(attempt[name]) for name in ("started_at", "ended_at") if attempt.get(name)},
+            }
+            for attempt in job["attempts"]
+        ]
+    if "partials" in job:
+        view["partials"] = [
+            {**partial, "at": _epoch_to_iso(partial["at"])} if partial.get("at") else partial for partial in job["partials"]
+        ]
+    return view
 
 
 @router.post("", auth=require(Scope.JOBS_WRITE), summary="Submit a job", response={200: dict, 202: dict})
@@ -113,26 +150,27 @@ async def submit_answer(payload: JobIn, wait: str | None, idempotency_key: str, 
     _check_languages(payload)
     body: dict[str, Any] = payload.model_dump(exclude_none=True)
     try:
-        submitted = await services.submit_job(body, idempotency_key=idempotency_key[:200], client_id=actor)
+        submitted = await services.submit_job(
+            body, idempotency_key=idempotency_key[:200], client_id=actor, wait_s=wait_s or 0.0
+        )
     except services.InvalidJob as exc:
         raise ApiError(exc.status, exc.code, exc.message, {"field": exc.field}) from None
     except services.JobConflict:
         raise ApiError(409, "IDEMPOTENCY_CONFLICT", "this Idempotency-Key was used with a different body") from None
-    if wait_s:
-        job = await services.wait_for_job(submitted.job_id, wait_s)
-        if job["state"] in services.TERMINAL:
-            return 200, job
-    else:
-        job = await services.get_job(submitted.job_id)
-    return 202, {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
+    # submit_job waited for the end itself when asked to (subscribed before the job existed: one read).
+    job = submitted.job
+    if wait_s and job["state"] in services.TERMINAL:
+        return 200, _public(job)
+    short = {name: job.get(name) for name in ("job_id", "state", "attempt_id", "node_id", "pool", "created_at")}
+    return 202, _public(short)
 
 
 async def job_answer(job_id: str, wait: str | None) -> dict[str, Any]:
     wait_s = _wait(wait)
     try:
         if wait_s:
-            return await services.wait_for_job(job_id, wait_s)
-        return await services.get_job(job_id)
+            return _public(await services.wait_for_job(job_id, wait_s))
+        return _public(await services.get_job(job_id))
     except services.JobNotFound:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id[:64]!r} (unknown, or ended longer ago than the retention)") from None
 
@@ -140,7 +178,7 @@ async def job_answer(job_id: str, wait: str | None) -> dict[str, Any]:
 @router.post("/{job_id}/cancel", auth=require(Scope.JOBS_WRITE), summary="Cancel a job", response=dict)
 async def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
     try:
-        return await services.cancel_job(job_id, actor_of(request))
+        return _public(await services.cancel_job(job_id, actor_of(request)))
     except services.JobNotFound:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id[:64]!r}") from None
 
@@ -153,14 +191,20 @@ async def list_jobs(
     pool: str | None = None,
     since: datetime | None = None,
     cursor: str | None = None,
+    limit: int = history.DEFAULT_LIMIT,
 ) -> dict[str, Any]:
+    """Newest first, `limit` jobs a page (1 to 500, default 100); `next_cursor` fetches the next page."""
+    if state is not None and state not in JobState.values:
+        raise ApiError(400, "VALIDATION_ERROR", f"unknown state {state!r}: one of {', '.join(JobState.values)}", {"field": "state"})
+    if not 1 <= limit <= history.MAX_LIMIT:
+        raise ApiError(400, "VALIDATION_ERROR", f"limit must be between 1 and {history.MAX_LIMIT}", {"field": "limit"})
     try:
-        rows, next_cursor = await database_sync_to_async(_page)(state, node_id, pool, since, cursor)
+        rows, next_cursor = await database_sync_to_async(_page)(state, node_id, pool, since, cursor, limit)
     except ValueError as exc:
         raise ApiError(400, "BAD_CURSOR", str(exc), {"field": "cursor"}) from None
     return {"jobs": rows, "next_cursor": next_cursor}
 
 
-def _page(state, node_id, pool, since, cursor):  # type: ignore[no-untyped-def]
-    rows, next_cursor = history.list_jobs(state=state, node_id=node_id, pool=pool, since=since, cursor=cursor)
+def _page(state, node_id, pool, since, cursor, limit):  # type: ignore[no-untyped-def]
+    rows, next_cursor = history.list_jobs(state=state, node_id=node_id, pool=pool, since=since, cursor=cursor, limit=limit)
     return [history.job_row_to_dict(row) for row in rows], next_cursor

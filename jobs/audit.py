@@ -7,6 +7,7 @@ replaces it. The writer holds a named lock, so reading the stored `seq` and then
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -110,7 +111,8 @@ def _attempt_row(entry: dict[str, Any], started_at: datetime | None) -> JobAttem
         reason=entry.get("reason") or "",
         started_at=started_at,
         ended_at=_at(entry.get("ended_at")),
-        node_error=entry.get("node_error"),
+        # Written by job_fail_attempt.lua as the string the caller encoded (Lua's JSON would alter it).
+        node_error=json.loads(entry["node_error_json"]) if entry.get("node_error_json") else entry.get("node_error"),
         seq=int(entry["seq"]),
     )
 

@@ -14,9 +14,11 @@ from typing import Any
 
 from django.db.models import Prefetch, Q
 
+from core.timefmt import iso
 from jobs.models import Job, JobAttempt, JobState
 
 MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
 
 
 def encode_cursor(job: Job) -> str:
@@ -43,7 +45,7 @@ def list_jobs(
     pool: str | None = None,
     since: datetime | None = None,
     cursor: str | None = None,
-    limit: int = 100,
+    limit: int = DEFAULT_LIMIT,
 ) -> tuple[list[Job], str | None]:
     """One page of jobs, newest first, and the cursor of the next page (None on the last one).
 
@@ -75,7 +77,7 @@ def list_jobs(
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return iso(value)
 
 
 def job_row_to_dict(job: Job) -> dict[str, Any]:

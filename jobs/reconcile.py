@@ -159,10 +159,9 @@ def reconcile_jobs(grace_s: float | None = None, limit: int = 5000) -> Reconcile
 
 def _repair_ended(job_id: str) -> bool:
     k = keys()
-    with get_sync_redis().pipeline(transaction=False) as pipe:
-        pipe.hgetall(k.job(job_id))
-        pipe.hvals(k.job_attempts(job_id))
-        live, attempts = pipe.execute()
+    live = get_sync_redis().hgetall(k.job(job_id))
+    # Attempts are fields of the job hash (`attempt:<id>`), read with it.
+    attempts = [value for name, value in live.items() if name.startswith("attempt:")]
     if live.get("state") not in TERMINAL:
         return False  # expired or changed meanwhile: the next run judges it again
     _append(_ended_entries(job_id, live, attempts))

@@ -1,16 +1,24 @@
 from celery import shared_task
 
+from core import stats
 from core.locks import skip_if_running
 from core.redis import run_sync
 from jobs import services
 from jobs.reconcile import reconcile_jobs
 
 
+async def _sweep_and_flush() -> int:
+    fired = await services.sweep_deadlines()
+    # A worker has no background loop to flush the live-page counts of the jobs this sweep ended.
+    await stats.flush()
+    return fired
+
+
 @shared_task(name="jobs.sweep_deadlines", ignore_result=True)
 def sweep_deadlines() -> int:
     # The safety net for deadlines when no web instance is running its own sweeper.
     with skip_if_running("jobs.sweep_deadlines") as acquired:
-        return run_sync(services.sweep_deadlines) if acquired else 0
+        return run_sync(_sweep_and_flush) if acquired else 0
 
 
 @shared_task(name="jobs.reconcile", ignore_result=True)

@@ -1,8 +1,9 @@
 """Long-poll without polling: a client waiting for a job (`?wait=`) sleeps until the job ends.
 
-Whichever instance ends a job publishes its id on one Redis channel, in the pipeline that already closes the
-job (`services._ended`), so the notice costs no round trip of its own. Each process that has waiting clients
-keeps one subscription to that channel and wakes the waiters of that job; a waiter then reads the job again.
+Whichever instance ends a job publishes its id on one Redis channel, from the script that makes the job
+terminal (jobs/transitions.py), so the notice costs no round trip of its own. Each process that has waiting
+clients keeps one subscription to that channel and wakes the waiters of that job; a waiter then reads the job
+again. A submitter that waits watches the job before creating it, so its first read waits for the notice.
 
 Pub/sub is at-most-once: a notice published while the subscription reconnects is lost. So every (re)subscribe
 wakes all waiters to read again, and a waiter also reads again every `SAFETY_POLL_S` whatever happens. The

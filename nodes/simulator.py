@@ -192,6 +192,8 @@ class SimulatedNode:
         self.job_cancels: list[Message] = []
         self.close_codes: list[int | None] = []
         self.handshake_statuses: list[int] = []
+        # Why the latest connection attempt failed, for a command that must say why it could not connect.
+        self.last_connect_error = ""
         self.connect_failures: int = 0
         self.connections: int = 0
         self.draining: bool = False
@@ -712,13 +714,18 @@ class SimulatedNode:
             status = exc.response.status_code
             self.handshake_statuses.append(status)
             self.connect_failures += 1
+            self.last_connect_error = f"the server refused the connection with HTTP {status}" + (
+                " (the token is unknown or revoked)" if status in (401, 403) else ""
+            )
             logger.warning("%s: handshake rejected with HTTP %d", self.name, status)
         except InvalidURI as exc:
             # A malformed URL never heals; retrying would only spin.
             self._stopping = True
+            self.last_connect_error = f"invalid URL: {self._redact(str(exc))}"
             logger.error("%s: invalid scheduler URL: %s", self.name, self._redact(str(exc)))
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
             self.connect_failures += 1
+            self.last_connect_error = f"{type(exc).__name__}: {self._redact(str(exc))}"
             logger.warning(
                 "%s: connection to %s failed: %s: %s",
                 self.name,
@@ -737,7 +744,11 @@ class SimulatedNode:
         self.connections += 1
         self.connected.set()
         self._notify()
-        logger.info("%s: connected to %s as %s", self.name, display_url(self.config.url), self.node_id)
+        # The id is known only after registering (or from an earlier session): say which, never "as None".
+        if self.node_id is None:
+            logger.info("%s: connected to %s, registering", self.name, display_url(self.config.url))
+        else:
+            logger.info("%s: reconnected to %s as %s", self.name, display_url(self.config.url), self.node_id)
         heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.name}")
         try:
             reopening = self.node_id is not None

@@ -101,12 +101,14 @@ async def claim_tick(name: str, interval_s: float, now: float | None = None) -> 
 
 async def _run_jobs() -> None:
     """Job deadlines and the pending queue need a faster beat than node liveness (ack timeout 3 s)."""
+    from core import stats
     from jobs import services as jobs
 
     while True:
         try:
             await jobs.sweep_deadlines()
             await jobs.pump_pending()
+            await stats.flush()
         except UNAVAILABLE:
             log.warning("job sweep skipped: Redis unavailable", extra={"event": "redis_down"})
         except Exception:

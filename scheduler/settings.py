@@ -11,9 +11,18 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONCE
 
+from core import runfile
 from scheduler.env import envbool, envfloat, envint, envlist, envnets, envstr, raw
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- The instance `make run` started from this checkout ------------------------------------------------------
+
+# A command run from another shell, with nothing exported, reaches the running instance: every value below
+# that the environment leaves unset (Redis, secret key, database, web address) comes from the run file the
+# supervisor wrote. The environment always wins; RUN_FILE=none ignores the file.
+RUN_FILE = envstr("RUN_FILE", str(BASE_DIR / "var" / "run.json"))
+RUNNING = None if RUN_FILE == "none" else runfile.read(Path(RUN_FILE))
 
 
 # --- Django core ------------------------------------------------------------------------------------------
@@ -21,8 +30,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = envbool("DEBUG", False)
 # A missing SECRET_KEY is reported by the system check `scheduler.E001` unless DEBUG is on; the random
 # fallback keeps management commands usable on a fresh machine (sessions then do not survive a restart).
-SECRET_KEY_CONFIGURED = raw("SECRET_KEY") is not None
-SECRET_KEY = envstr("SECRET_KEY", "") or secrets.token_urlsafe(50)
+_RUN_ENV = {"SECRET_KEY_FILE": RUNNING.secret_key_file} if RUNNING and RUNNING.secret_key_file else {}
+SECRET_KEY_CONFIGURED = raw("SECRET_KEY") is not None or raw("SECRET_KEY", _RUN_ENV) is not None
+SECRET_KEY = envstr("SECRET_KEY", "") or envstr("SECRET_KEY", "", _RUN_ENV) or secrets.token_urlsafe(50)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
@@ -126,7 +136,10 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Database: SQLite by default, anything dj-database-url understands through DATABASE_URL -------------
 
-DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
+# The run file names a database only when `make run` was given one (empty: this default).
+DATABASE_URL = envstr(
+    "DATABASE_URL", (RUNNING.database_url if RUNNING else "") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
+)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write from separate processes: WAL lets readers run beside the one writer and
@@ -150,6 +163,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# Dates and times on screens: one form, UTC to the second (scheduler/formats/, docs/time.md).
+FORMAT_MODULE_PATH = ["scheduler.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -163,7 +178,9 @@ SERVE_STATIC = envbool("SERVE_STATIC", True)
 
 # Unset means "no Redis configured": `make run` then starts an embedded redis-server and sets REDIS_URL for
 # its children; the settings themselves never assume a server on 6379 (check `scheduler.E002`).
-REDIS_URL = envstr("REDIS_URL", "")
+REDIS_URL = envstr("REDIS_URL", RUNNING.redis_url if RUNNING else "")
+# Where REDIS_URL came from, for commands that say which Redis they use.
+REDIS_URL_SOURCE = "environment" if raw("REDIS_URL") else ("run file" if RUNNING else "unset")
 REDIS_KEY_PREFIX = envstr("REDIS_KEY_PREFIX", "sched")
 REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 64, minimum=2)
@@ -277,8 +294,14 @@ AUDIT_INTERVAL_S = envfloat("AUDIT_INTERVAL_S", 1.0, minimum=0.05)
 
 # --- Web server and the `make run` supervisor ------------------------------------------------------------------------
 
-WEB_HOST = envstr("WEB_HOST", "127.0.0.1")
-WEB_PORT = envint("WEB_PORT", 8000, minimum=1)
+WEB_HOST = envstr("WEB_HOST", RUNNING.web_host if RUNNING else "127.0.0.1")
+WEB_PORT = envint("WEB_PORT", RUNNING.web_port if RUNNING else 8000, minimum=1)
+# The address this machine reaches the web server at (a wildcard bind is reached on loopback): the default
+# target of `submit_jobs` and `simulate_nodes`.
+_LOCAL_HOST = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(WEB_HOST, WEB_HOST)
+if ":" in _LOCAL_HOST and not _LOCAL_HOST.startswith("["):
+    _LOCAL_HOST = f"[{_LOCAL_HOST}]"
+WEB_URL = f"http://{_LOCAL_HOST}:{WEB_PORT}"
 RUN_WORKER = envbool("RUN_WORKER", True)
 
 # --- API -----------------------------------------------------------------------------------------------------------
@@ -332,17 +355,33 @@ METRICS_ALLOWED_NETS = envnets(
 
 LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = envstr("LOG_FORMAT", "json")  # "json" or "console"
+# With LOG_FILE set, every line at LOG_LEVEL goes to that file (JSON lines, appended by every process) and the
+# terminal gets only LOG_CONSOLE_LEVEL and above: `make run` sets both so its terminal stays readable.
+LOG_FILE = envstr("LOG_FILE", "")
+# Unset: the terminal gets what the loggers pass (Celery's `-l` raises the root level of its processes).
+LOG_CONSOLE_LEVEL = envstr("LOG_CONSOLE_LEVEL", "").upper()
+_LOG_HANDLERS: dict[str, dict[str, object]] = {
+    "stderr": {
+        "class": "logging.StreamHandler",
+        "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "console") else "json",
+        **({"level": LOG_CONSOLE_LEVEL} if LOG_CONSOLE_LEVEL else {}),
+    },
+}
+if LOG_FILE:
+    # Watched: a rotated file (logrotate, or a user deleting it) is reopened instead of written into the void.
+    _LOG_HANDLERS["file"] = {"class": "logging.handlers.WatchedFileHandler", "filename": LOG_FILE, "formatter": "json"}
+# The one-time admin password of `make run` (ensure_admin writes it here, mode 0600, beside the run file).
+ADMIN_PASSWORD_FILE = envstr("ADMIN_PASSWORD_FILE", "")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"beat_ticks": {"()": "core.logs.DropBeatTicks"}},
     "formatters": {
         "json": {"()": "core.logs.JsonFormatter"},
         "console": {"()": "core.logs.ConsoleFormatter"},
     },
-    "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "console") else "json"},
-    },
-    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "handlers": _LOG_HANDLERS,
+    "root": {"handlers": list(_LOG_HANDLERS), "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
@@ -354,6 +393,9 @@ LOGGING = {
         # One line per periodic task run (every second for the audit writer) would bury everything else.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        # Beat says "Sending due task" for every tick (two lines a second with the default intervals): those
+        # lines only at DEBUG; its start and its errors as usual.
+        "celery.beat": {"filters": [] if LOG_LEVEL == "DEBUG" else ["beat_ticks"]},
         # django-axes names the username of every failed login; access.admin_logins logs them without it.
         "axes": {"level": "ERROR"},
     },

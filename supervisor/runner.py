@@ -20,9 +20,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from core import runfile
+from core.timefmt import iso
 from scheduler.env import EnvError, envbool, envchoice, envint, raw
 from supervisor.embedded_redis import (
     RedisProcess,
@@ -36,6 +39,8 @@ from supervisor.webserver import DEFAULT_SERVER, PING_INTERVAL_S, PING_TIMEOUT_S
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 SECRET_KEY_PATH = VAR_DIR / "secret_key"
+LOG_PATH = VAR_DIR / "log" / "scheduler.log"
+ADMIN_PASSWORD_PATH = VAR_DIR / "admin-password"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
@@ -91,6 +96,7 @@ class Config:
     ping_interval_s: int = PING_INTERVAL_S
     ping_timeout_s: int = PING_TIMEOUT_S
     instance_id: str = ""
+    run_file: Path = VAR_DIR / "run.json"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Config:
@@ -105,6 +111,7 @@ class Config:
             ping_interval_s=envint("WS_PING_INTERVAL_S", PING_INTERVAL_S, minimum=1, environ=environ),
             ping_timeout_s=envint("WS_PING_TIMEOUT_S", PING_TIMEOUT_S, minimum=1, environ=environ),
             instance_id=raw("INSTANCE_ID", environ) or "",
+            run_file=Path(raw("RUN_FILE", environ) or VAR_DIR / "run.json"),
         ).checked()
 
     def checked(self) -> Config:
@@ -160,6 +167,20 @@ def check_port_free(config: Config) -> None:
             ) from None
 
 
+def check_not_running(config: Config) -> None:
+    """One `make run` per run file: a second would point every command of this checkout at itself while the
+    first still serves the nodes that connected to it."""
+    if config.run_file.name == "none":
+        return
+    running = runfile.read(config.run_file)
+    if running is not None and running.pid != os.getpid():
+        raise StepFailed(
+            f"`make run` is already running from this checkout (pid {running.pid}, {running.url}; see "
+            f"{config.run_file}). Stop it with Ctrl-C in its terminal (or `kill {running.pid}`), "
+            "or give this one its own file: `RUN_FILE=var/run-2.json WEB_PORT=8001 make run`."
+        )
+
+
 def ensure_secret_key(environ: Mapping[str, str], env: dict[str, str]) -> None:
     """Give every child the same persistent SECRET_KEY unless one is configured.
 
@@ -206,6 +227,14 @@ def start_embedded_redis(environ: Mapping[str, str], env: dict[str, str]) -> Red
     env.setdefault("CELERY_BROKER_URL", redis.url)
     say(f"Embedded Redis is listening at {redis.url}")
     return redis
+
+
+def relative(path: str | Path) -> str:
+    """A path as the user would type it from the checkout."""
+    try:
+        return str(Path(path).resolve().relative_to(BASE_DIR))
+    except ValueError:
+        return str(path)
 
 
 def web_command(config: Config) -> list[str]:
@@ -295,6 +324,7 @@ class Supervisor:
         self.stop_signal: int | None = None
         self.stopping = False
         self.hurry = False
+        self.run_file: Path | None = None
         # The embedded Redis's restarts, kept like a Child's (it is a RedisProcess, not a Popen).
         self.redis_deaths = 0
         self.redis_restart_at: float | None = None
@@ -340,6 +370,8 @@ class Supervisor:
                 code = 1
         finally:
             self.stopping = True
+            # First: a command started from now on must not be sent to an instance that is going away.
+            self.remove_run_file()
             self.stop_children()
             self.stop_redis()
         return code
@@ -347,15 +379,18 @@ class Supervisor:
     def start_and_supervise(self) -> int:
         config = Config.from_environ(self.environ)
         ensure_var_dir()
+        check_not_running(config)
         check_port_free(config)
         self.prepare_environment()
         if not config.redis_url:
             self.redis = start_embedded_redis(self.environ, self.env)
         self.check_stop()
-        self.run_step("Applying database migrations", ["migrate", "--noinput"])
+        # Quiet: a fresh database would print one line per migration; a failure still prints its error.
+        self.run_step("Applying database migrations", ["migrate", "--noinput", "--verbosity", "0"])
         self.run_step("Making sure an admin account exists", ["ensure_admin"])
         self.start_children(config)
         self.wait_until_ready(config)
+        self.write_run_file(config)
         self.print_urls(config)
         return self.supervise()
 
@@ -364,6 +399,12 @@ class Supervisor:
         self.env["PYTHONUNBUFFERED"] = "1"
         if sys.stdout.isatty() and not self.env.get("LOG_FORMAT"):
             self.env["LOG_FORMAT"] = "console"
+        # The terminal is for people: warnings and errors only; every line at LOG_LEVEL goes to the log file.
+        if not raw("LOG_FILE", self.environ):
+            LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
+            self.env["LOG_FILE"] = str(LOG_PATH)
+        self.env.setdefault("LOG_CONSOLE_LEVEL", "WARNING")
+        self.env.setdefault("ADMIN_PASSWORD_FILE", str(ADMIN_PASSWORD_PATH))
         ensure_secret_key(self.environ, self.env)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_metrics_dir(self.environ))
 
@@ -416,8 +457,33 @@ class Supervisor:
             self.sleep(0.5)
         raise StepFailed(
             f"{url} did not answer 200 within {READY_TIMEOUT_S:g} s.\nLast answer: {last}\n"
-            "The logs above should say why (a Redis or database problem, usually)."
+            f"The errors above (and {self.env.get('LOG_FILE') or 'the log'}, which has every line) should say "
+            "why (a Redis or database problem, usually)."
         )
+
+    def write_run_file(self, config: Config) -> None:
+        if config.run_file.name == "none":
+            return
+        info = runfile.RunInfo(
+            pid=os.getpid(),
+            started_at=iso(datetime.now(UTC)) or "",
+            url=config.base_url,
+            node_url=f"{config.base_url.replace('http://', 'ws://', 1)}/ws/node",
+            web_host=config.web_host,
+            web_port=config.web_port,
+            redis_url=self.env.get("REDIS_URL", ""),
+            secret_key_file=self.env.get("SECRET_KEY_FILE", ""),
+            database_url=self.env.get("DATABASE_URL", ""),
+            log_file=self.env.get("LOG_FILE", ""),
+            admin_password_file=self.env.get("ADMIN_PASSWORD_FILE", ""),
+        )
+        runfile.write(config.run_file, info)
+        self.run_file = config.run_file
+
+    def remove_run_file(self) -> None:
+        if self.run_file is not None:
+            runfile.remove(self.run_file, os.getpid())
+            self.run_file = None
 
     def print_urls(self, config: Config) -> None:
         base = config.base_url
@@ -425,35 +491,37 @@ class Supervisor:
         python = sys.executable
         with_venv = Path(python).parent.parent == BASE_DIR / ".venv"
         manage = f"{'.venv/bin/python' if with_venv else 'python'} manage.py"
-        # The simulator's default URL is the default address; anything else must be passed to it.
-        node_url = f"{ws_base}/ws/node"
-        simulator_url = "" if node_url == "ws://127.0.0.1:8000/ws/node" else f" --url {node_url}"
         lines = [
             "",
             "lingua-scheduler is up. Ctrl-C stops everything.",
             "",
             f"  Admin            {base}/admin/",
             f"  API docs         {base}/api/v1/docs",
+            f"  Live cluster     {base}/admin/cluster/",
             f"  Metrics          {base}/metrics",
             f"  Node WebSocket   {ws_base}/ws/node?token=<node token>",
         ]
         if self.redis is not None:
-            lines.append(f"  Redis            {self.redis.url} (embedded; its append-only file keeps the data across restarts)")
+            lines.append(f"  Redis            {runfile.redis_address(self.redis.url)} (embedded; its append-only file keeps the data across restarts)")
+        password_file = self.env.get("ADMIN_PASSWORD_FILE", "")
+        if password_file and Path(password_file).exists():
+            lines.append(f"  Admin login      admin, password in {relative(password_file)}")
+        else:
+            lines.append(f"  Admin login      the superuser you created (forgot it? {manage} changepassword admin)")
+        if self.env.get("LOG_FILE"):
+            lines.append(
+                f"  Log              {relative(self.env['LOG_FILE'])} (this terminal shows "
+                f"{self.env.get('LOG_CONSOLE_LEVEL', 'WARNING').lower()} and above)"
+            )
         lines += [
             "",
-            "  Log in to the admin as the user printed above by ensure_admin.",
-            f"  Forgot the password?     {manage} changepassword admin",
             f"  Create a node token:     {manage} create_node_token --name demo",
-            f"  Start simulated nodes:   {manage} simulate_nodes --count 20 --token <token>{simulator_url}",
+            f"  Start simulated nodes:   {manage} simulate_nodes --count 20 --token <token>",
         ]
-        # What this run chose (Redis, key) or was told (address) that a command in a new shell would lack.
-        chosen = [name for name in ("REDIS_URL", "SECRET_KEY_FILE") if name not in self.environ]
-        told = [name for name in ("WEB_HOST", "WEB_PORT") if self.environ.get(name)]
-        shared = {name: self.env[name] for name in chosen + told if self.env.get(name)}
-        if shared:
-            exports = " ".join(f"{name}={value}" for name, value in shared.items())
+        if self.run_file is not None:
             lines.append(
-                f"  (In another terminal run `export {exports}` first, so commands use this instance.)"
+                f"  Commands run from this checkout find this instance through {relative(self.run_file)}; "
+                "nothing to export."
             )
         emit("\n".join(lines) + "\n")
 

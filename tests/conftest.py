@@ -12,6 +12,7 @@ from channels.layers import channel_layers
 from django.db import connection
 
 from access.auth import forget_verified_keys
+from core import stats
 from core.redis import reset_clients
 from scheduler.settings import channel_layer_hosts
 from supervisor.embedded_redis import RedisProcess
@@ -55,6 +56,8 @@ def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
     settings.API_KEY_CACHE_S = 0
     settings.METRICS_SNAPSHOT_MAX_AGE_S = 0
     forget_verified_keys()
+    # Live-page counts a previous test's jobs left unflushed belong to that test's Redis.
+    stats.forget_unflushed()
     yield redis_server.url
     reset_clients()
     channel_layers.backends.clear()

@@ -34,7 +34,7 @@ end
 redis.call('HSET', KEYS[1],
   'node_id', ARGV[1], 'token_id', ARGV[2], 'conn', ARGV[3], 'status', 'registering', 'drained', drained,
   'registered_at', now, 'last_seen_at', now, 'status_changed_at', now, 'fail_streak', 0, 'window', '',
-  'health_reason', '', 'token_revoked', '0', 'stalled', '0', unpack(flat))
+  'health_reason', '', 'token_revoked', '0', 'stalled', '0', 'max_jobs', ARGV[8], unpack(flat))
 redis.call('HSETNX', KEYS[1], 'first_seen_at', now)
 redis.call('PERSIST', KEYS[1])
 
@@ -49,9 +49,10 @@ if #caps > 0 then
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 end
 
--- Capacity: the declared maximum is the node's to state; what runs belongs to the scheduler (the reserved and
--- running sets of node_reserve.lua) and is never taken from what a node reports (the old system's heartbeat
--- overwrite leaked and oversubscribed).
+-- Capacity: the declared maximum is the node's to state (also in meta as `max_jobs`, read there by
+-- node_reserve.lua with the rest); what runs belongs to the scheduler (the reserved and running sets of
+-- node_reserve.lua) and is never taken from what a node reports (the old system's heartbeat overwrite
+-- leaked and oversubscribed).
 redis.call('HSET', KEYS[3], 'max', ARGV[8])
 redis.call('PERSIST', KEYS[3])
 

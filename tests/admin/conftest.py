@@ -18,6 +18,8 @@ from nodes import services
 from nodes.schemas import NodeHeartbeat, NodeRegister
 from nodes.services import Connection, TokenInfo
 from tests.factories import heartbeat_message, register_message
+from tests.jobs.conftest import jobs_key, start_job_server  # noqa: F401  (shared fixtures)
+from tests.nodes.conftest import issue_token, node_token  # noqa: F401
 
 
 @dataclass

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHANGELIST = reverse("admin:nodes_node_changelist")
 
 
-def act(client: Client, action: str, *node_ids: str) -> str:
-    response = client.post(CHANGELIST, {"action": action, "_selected_action": list(node_ids)}, follow=True)
+def act(client: Client, action: str, *node_ids: str, **fields: str) -> str:
+    data = {"action": action, "_selected_action": list(node_ids), **fields}
+    response = client.post(CHANGELIST, data, follow=True)
     assert response.status_code == 200
     return response.content.decode()
 
@@ -25,20 +26,20 @@ def act(client: Client, action: str, *node_ids: str) -> str:
 def test_the_drain_action_drains_the_node_and_its_history_names_the_admin(admin_client: Client) -> None:
     start_node("node-A")
 
-    page = act(admin_client, "drain", "node-A")
+    page = act(admin_client, "drain", "node-A", reason="GPU swap")
     audit.drain()
 
     assert "Drained: node-A (now draining)" in page
     assert run_sync(services.get_node, "node-A")["status"] == "draining"
     drained = NodeEvent.objects.get(node_id="node-A", kind=NodeEvent.Kind.DRAINED)
-    assert (drained.actor, drained.from_status, drained.to_status) == ("admin", "ready", "draining")
+    assert (drained.actor, drained.from_status, drained.to_status, drained.reason) == ("admin", "ready", "draining", "GPU swap")
     history = admin_client.get(reverse("admin:nodes_node_change", args=["node-A"])).content.decode()
     assert "admin" in column(history, "actor")
 
 
 def test_the_undrain_action_makes_a_drained_node_ready_again(admin_client: Client) -> None:
     start_node("node-A")
-    act(admin_client, "drain", "node-A")
+    act(admin_client, "drain", "node-A", reason="GPU swap")
 
     page = act(admin_client, "undrain", "node-A")
 
@@ -51,7 +52,7 @@ def test_an_action_on_a_node_redis_does_not_know_reports_it_as_not_live(admin_cl
     start_node("node-B")
     get_sync_redis().delete(keys().node_meta("node-B"))
 
-    page = act(admin_client, "drain", "node-A", "node-B")
+    page = act(admin_client, "drain", "node-A", "node-B", reason="GPU swap")
 
     assert "Drained: node-A (now draining)" in page
     assert "Not drained (not live): node-B" in page

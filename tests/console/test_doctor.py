@@ -186,3 +186,22 @@ def test_with_a_worker_but_no_beat_undelivered_audit_entries_say_beat_or_worker_
     status, detail = found["audit.writer"]
     assert status == "FAIL" and "beat or worker not running" in detail
     assert "celery -A scheduler beat" in fix_of(result.stdout, "audit.writer")
+
+
+def test_a_redis_that_persists_nothing_is_a_warning_with_a_fix_not_ok(server_env):
+    client = get_sync_redis()
+    saved = client.config_get("save")["save"], client.config_get("appendonly")["appendonly"]
+    client.config_set("save", "")
+    client.config_set("appendonly", "no")
+    try:
+        result = run_doctor(server_env, timeout=0.5)
+    finally:
+        client.config_set("save", saved[0])
+        client.config_set("appendonly", saved[1])
+
+    status, detail = statuses(result.stdout)["redis.persistence"]
+    assert status == "WARN", result.stdout
+    assert "persistence off" in detail
+    assert "appendonly yes" in fix_of(result.stdout, "redis.persistence")
+    # Which Redis it examined comes first, on stderr: never a silent look at some other server.
+    assert result.stderr.startswith("Using Redis "), result.stderr

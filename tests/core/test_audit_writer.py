@@ -75,7 +75,7 @@ def test_a_poison_entry_goes_to_the_dead_letter_stream_without_blocking_the_othe
 def test_entries_a_dead_writer_took_are_claimed_by_another_after_the_idle_time(monkeypatch):
     run_sync(audit.record, "node", type="event", node_id="node-00000005", kind="registered", to="registering", at=1_700_000_000_000)
     client = get_sync_redis()
-    audit._ensure_group(client)
+    audit._ensure_group(client, keys().audit_stream)
     client.xreadgroup(audit.GROUP, "dead-writer", {keys().audit_stream: ">"}, count=10)
     assert pending_count() == 1
 

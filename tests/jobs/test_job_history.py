@@ -169,8 +169,8 @@ def test_a_history_item_holds_the_job_and_its_attempts_in_order(django_assert_nu
         "session_id": "sess-1",
         "utterance_index": 3,
         "trace_id": "trace-1",
-        "created_at": "2025-03-01T12:00:00+00:00",
-        "ended_at": "2025-03-01T12:00:04+00:00",
+        "created_at": "2025-03-01T12:00:00.000Z",
+        "ended_at": "2025-03-01T12:00:04.000Z",
         "error": None,
         "attempts": [
             {
@@ -178,16 +178,16 @@ def test_a_history_item_holds_the_job_and_its_attempts_in_order(django_assert_nu
                 "node_id": "node-1",
                 "state": "FAILED",
                 "reason": "ACK_TIMEOUT",
-                "started_at": "2025-03-01T12:00:00+00:00",
-                "ended_at": "2025-03-01T12:00:03+00:00",
+                "started_at": "2025-03-01T12:00:00.000Z",
+                "ended_at": "2025-03-01T12:00:03.000Z",
             },
             {
                 "attempt_id": 2,
                 "node_id": "node-2",
                 "state": "DONE",
                 "reason": "",
-                "started_at": "2025-03-01T12:00:03+00:00",
-                "ended_at": "2025-03-01T12:00:04+00:00",
+                "started_at": "2025-03-01T12:00:03.000Z",
+                "ended_at": "2025-03-01T12:00:04.000Z",
             },
         ],
     }

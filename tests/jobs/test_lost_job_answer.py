@@ -46,7 +46,7 @@ async def test_a_job_that_ended_past_the_retention_is_answered_from_the_mirror(s
         assert (await api.get(f"/api/v1/jobs/{job_id}", params={"wait": 5})).json()["state"] == "DONE"
         await database_sync_to_async(audit.drain)()
         # What the retention's expiry does to the live keys.
-        await get_redis().delete(keys().job(job_id), keys().job_attempts(job_id))
+        await get_redis().delete(keys().job(job_id))
 
         answer = await api.get(f"/api/v1/jobs/{job_id}")
 

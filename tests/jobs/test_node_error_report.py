@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from core import audit
 from jobs.models import JobAttempt
-from jobs.services import NODE_ERROR_DETAILS_MAX_BYTES, NODE_ERROR_MESSAGE_MAX
+from jobs.outcomes import NODE_ERROR_DETAILS_MAX_BYTES, NODE_ERROR_MESSAGE_MAX
 from nodes.simulator import MNA_REASON, NMT_SERVICE_ID
 from tests.jobs.support import AUDIO, ready_fleet, ready_node, result_for
 

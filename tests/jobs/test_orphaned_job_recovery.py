@@ -11,7 +11,7 @@ import pytest
 
 from core import metrics
 from core.redis import get_redis, keys
-from jobs import services
+from jobs import deadlines, placement, services
 from tests.jobs.support import AUDIO, capacity_in_use, ready_node, result_for
 from tests.support.metrics import parse
 
@@ -30,10 +30,10 @@ async def test_a_job_whose_placer_died_right_after_creating_it_is_placed_by_anot
     async def dies_before_placing(*args, **kwargs):
         raise asyncio.CancelledError  # the placer's process is gone: no placement, no claim given back
 
-    monkeypatch.setattr(services, "_place_claimed", dies_before_placing)
+    monkeypatch.setattr(placement, "place_claimed", dies_before_placing)
     with pytest.raises(asyncio.CancelledError):
         await services.submit_job({"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO})
-    job_id = (await get_redis().zrange(keys().job_deadlines, 0, 0))[0]
+    [job_id] = [job for index in keys().job_deadline_indexes for job in await get_redis().zrange(index, 0, -1)]
     assert await get_redis().hget(keys().job(job_id), "state") == "SELECTING"
 
     # Without the takeover nothing reaches the node before the 30 s pending deadline, and then the job fails.
@@ -58,7 +58,7 @@ async def test_a_job_waiting_for_capacity_is_not_taken_over_twice(start_job_serv
     claim, claim_until = await get_redis().hmget(k.job(submitted.job_id), ["claim", "claim_until"])
     before = metrics.JOB_CLAIMS.labels(result="taken_over")._value.get()
 
-    await services._take_over_orphan(submitted.job_id, "1", claim or "", int(claim_until or 0), 2**62)
+    await deadlines._take_over_orphan(submitted.job_id, "1", claim or "", int(claim_until or 0), 2**62)
 
     assert metrics.JOB_CLAIMS.labels(result="taken_over")._value.get() == before
     assert await get_redis().hget(k.job(submitted.job_id), "state") == "SELECTING"

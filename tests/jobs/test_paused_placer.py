@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from core.redis import get_redis, keys
-from jobs import services
+from jobs import placement
 from tests.jobs.support import AUDIO, capacity_in_use, ready_node, result_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +24,7 @@ async def test_a_placer_that_resumes_after_another_placed_the_job_on_the_same_no
         seen = await get_redis().hgetall(keys().job(job_id))
         seen.update(state="SELECTING", node_id="", tried="")
 
-        outcome = await services._place(job_id, 1, seen, None, None)
+        outcome = await placement._place(job_id, 1, seen, "its-claim-long-expired", None, None, None)
         held = await capacity_in_use(node_id)
 
         await wire.send(result_for(assign, node_id))

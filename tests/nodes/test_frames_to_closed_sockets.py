@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import services as jobs
+from jobs import placement
 from nodes import connections
 from nodes.consumers import NodeConsumer
 
@@ -40,5 +40,5 @@ async def test_a_local_send_to_it_is_not_delivered_and_raises_nothing(closed_soc
 
 
 async def test_a_job_assign_to_it_counts_as_not_delivered(closed_socket) -> None:
-    meta = ["0", "specific.test!closed", "ws", ""]
-    assert await jobs._deliver(meta, {"type": "job_assign", "job_id": "job-1"}) is False
+    route = ["specific.test!closed", "ws", ""]
+    assert await placement.deliver(route, {"type": "job_assign", "job_id": "job-1"}) is False

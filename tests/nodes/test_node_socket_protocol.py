@@ -189,5 +189,5 @@ async def test_the_replayed_node_is_ready_in_the_rest_api_and_in_the_admin(serve
     async with httpx.AsyncClient(base_url=server.url, cookies=admin_login) as browser:
         page = (await browser.get("/admin/nodes/node/")).text
     assert node_id in page
-    assert re.findall(r'<td class="field-live_status">(\w+)</td>', page) == ["ready"]
+    assert re.findall(r'<td class="field-status_now"><span class="status status-(\w+)"', page) == ["ready"]
     await wire.close()

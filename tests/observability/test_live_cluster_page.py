@@ -5,6 +5,7 @@ is saved under var/screenshots/ for people to look at."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -86,6 +87,23 @@ async def test_the_live_page_shows_redis_state_with_plots_refreshes_itself_and_i
             assert failures == f"NODE_ERROR\t{report.terminal['FAILED']}", failures
             for plot in ("plot-jobs", "plot-latency", "plot-ready"):
                 assert await page.locator(f"#{plot} polyline").count() == 1, plot
+                # A time axis over the whole last hour (every 15 min, UTC) and a y scale of round numbers.
+                labels = await page.locator(f"#{plot} .axis text").all_text_contents()
+                assert len(labels) == 3 + 5 and labels[0] == "0", labels
+                assert all(re.fullmatch(r"\d+(\.\d{1,2})?", label) for label in labels[:3]), labels
+                assert all(re.fullmatch(r"(now )?\d\d:\d\d", label) for label in labels[3:]), labels
+                assert labels[-1].startswith("now "), labels
+                readout = await page.inner_text(f"#{plot} .last")
+                assert re.fullmatch(r"now (≤ )?[\d.]+( ms|/s)? · max [\d.]+( ms|/s)? in the last hour", readout), readout
+                assert not re.search(r"\d\.\d{3}", readout), readout  # rounded, no float noise
+            assert "bucket upper bound" in await page.inner_text("#plot-latency h3")
+            # Failures, pools and instances lead to the admin pages behind them.
+            reason_link = await page.get_attribute("#failures tbody a", "href")
+            assert reason_link.endswith("/admin/jobs/job/?reason__exact=NODE_ERROR"), reason_link
+            job_link = await page.get_attribute("#recent tbody a", "href")
+            assert re.search(r"/admin/jobs/job/job-[0-9a-f]+/change/$", job_link), job_link
+            assert (await page.get_attribute("#pools tbody a", "href")).endswith("/admin/nodes/node/?pool__exact=en-zh")
+            assert "/admin/nodes/node/?instance=" in await page.get_attribute("#instances tbody a", "href")
 
             # It refreshes by itself: a drain shows up without reloading the page.
             read_before = await page.evaluate("document.body.dataset.liveReadAt")

@@ -45,11 +45,10 @@ async def test_instances_racing_for_an_interval_write_one_point(settings):
         calls.append(1)
         return 2
 
-    async with get_redis().pipeline(transaction=False) as pipe:
-        stats.record_dispatch(pipe, "en-zh", 3)
-        stats.record_end(pipe, "job-1", "FAILED", "NODE_ERROR", succeeded=False)
-        stats.record_end(pipe, "job-2", "DONE", "", succeeded=True)
-        await pipe.execute()
+    stats.record_dispatch("en-zh", 3)
+    stats.record_end("job-1", "FAILED", "NODE_ERROR", succeeded=False)
+    stats.record_end("job-2", "DONE", "", succeeded=True)
+    await stats.flush()
     won = await asyncio.gather(*(stats.sample(ready) for _ in range(5)))
     assert sorted(won) == [False] * 4 + [True]
     assert len(calls) == 1  # only the winner counted the ready nodes

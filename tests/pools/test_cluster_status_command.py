@@ -73,7 +73,7 @@ def test_with_redis_down_it_fails_saying_so(settings) -> None:
         port = probe.getsockname()[1]
     point_at_redis(settings, f"redis://:secret@127.0.0.1:{port}/0")
 
-    with pytest.raises(CommandError, match=f"Redis at 127.0.0.1:{port} is unavailable") as refused:
+    with pytest.raises(CommandError, match=f"Redis at 127.0.0.1:{port}/0 is unavailable") as refused:
         cluster_status()
 
     assert "secret" not in str(refused.value)

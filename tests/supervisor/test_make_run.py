@@ -79,6 +79,10 @@ def test_the_supervisor_starts_everything_nodes_show_ready_in_the_admin_and_ctrl
         NODE_HEARTBEAT_TIMEOUT_S="5",
         PYTHONUNBUFFERED="1",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        # This checkout's own files stay untouched (a developer's `make run` may be using them).
+        RUN_FILE=str(tmp_path / "run.json"),
+        ADMIN_PASSWORD_FILE=str(tmp_path / "admin-password"),
+        LOG_FILE=str(tmp_path / "scheduler.log"),
         # Not the checkout's var/redis: a `make run` of the developer's may be using it.
         EMBEDDED_REDIS_DIR=str(tmp_path / "redis"),
     )

@@ -6,10 +6,12 @@ from argparse import ArgumentParser
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from access.models import ApiKey, Scope
+from core import runfile
 
 
 class Command(BaseCommand):
@@ -31,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--expires-days", type=float, help="expire after this many days (default: never)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, redis=False, web=False, database=True))
         scopes: list[str] = options["scopes"]
         unknown = sorted(set(scopes) - set(Scope.values))
         if unknown:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from console import doctor
+from core import runfile
 
 
 class Command(BaseCommand):
@@ -32,6 +34,7 @@ class Command(BaseCommand):
         )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, web=False))
         findings = doctor.diagnose(timeout=options["timeout"], audit_lag_s=options["audit_lag_s"])
         failures = sum(finding.failed for finding in findings)
         if options["json"]:

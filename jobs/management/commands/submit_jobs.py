@@ -8,10 +8,12 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.loadgen import DEFAULT_URL, MAX_WAIT_S, LoadConfig, LoadReport, run_load
+from core import runfile
+from jobs.loadgen import MAX_WAIT_S, LoadConfig, LoadReport, run_load
 
 API_KEY_ENV = "SCHEDULER_API_KEY"
 
@@ -27,7 +29,10 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--url", default=DEFAULT_URL, help=f"scheduler base URL (default {DEFAULT_URL})")
+        parser.add_argument(
+            "--url",
+            help=f"scheduler base URL (default: the running `make run` instance, else WEB_HOST/WEB_PORT: {settings.WEB_URL})",
+        )
         parser.add_argument(
             "--api-key",
             help=f"API key <id>.<secret> with scopes jobs:write and jobs:read (or set {API_KEY_ENV}, which "
@@ -68,6 +73,9 @@ class Command(BaseCommand):
                 f"an API key is required: --api-key <id>.<secret> or {API_KEY_ENV}; create one with scopes "
                 "jobs:write and jobs:read in the admin"
             )
+        if options["url"] is None:
+            options["url"] = settings.WEB_URL
+            self.stderr.write(runfile.describe(settings, redis=False))
         try:
             config = LoadConfig(
                 api_key=api_key,
@@ -87,6 +95,7 @@ class Command(BaseCommand):
             # LoadConfig's messages never include the key itself, only what is wrong with it.
             raise CommandError(str(exc)) from None
 
+        self._check_reachable(config.url)
         if not options["json"]:
             self.stdout.write(
                 f"Submitting {config.count} job(s) {config.src_lang}->{config.tgt_lang} to {config.url} "
@@ -102,6 +111,19 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report.to_dict(), indent=2))
         else:
             self.stdout.write(report.format_text())
+        if report.submitted == 0:
+            raise CommandError(f"no job was accepted by {config.url}: see the errors above")
+
+    @staticmethod
+    def _check_reachable(url: str) -> None:
+        """Fail at once, with the address, when nothing answers there: 200 identical connection errors say less."""
+        try:
+            httpx.get(f"{url}/healthz", timeout=5)
+        except httpx.HTTPError as exc:
+            raise CommandError(
+                f"cannot reach the scheduler at {url} ({type(exc).__name__}: {exc}). "
+                "Is it running (`make run`), and is this its address (--url)?"
+            ) from None
 
     def _run(self, config: LoadConfig) -> LoadReport | None:
         with contextlib.suppress(KeyboardInterrupt):

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core import runfile
 from nodes.models import NodeToken
 from nodes.services import NODE_ID_RE
 
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, redis=False, web=False, database=True))
         node_id: str = options["node_id"]
         if node_id and not NODE_ID_RE.match(node_id):
             raise CommandError(f"--node-id {node_id!r}: use only letters, digits and . _ : - (at most 64)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core import runfile
 from core.redis import UNAVAILABLE, run_sync
 from nodes import services
 
@@ -21,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--actor", default="", help="who, for the event history (default: the OS user)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, web=False))
         node_id = options["node_id"]
         actor = options["actor"] or f"cli:{getpass.getuser()}"
         action = services.undrain_node if options["undo"] else services.drain_node

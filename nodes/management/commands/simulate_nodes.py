@@ -9,9 +9,16 @@ import signal
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from nodes.simulator import DEFAULT_URL, Fleet, SimulatedNodeConfig, display_url
+from core import runfile
+from nodes.simulator import Fleet, SimulatedNodeConfig, display_url
+
+
+def default_url() -> str:
+    """The node WebSocket of the instance this checkout runs (`make run`'s run file, else WEB_HOST/WEB_PORT)."""
+    return settings.WEB_URL.replace("http://", "ws://", 1) + "/ws/node"
 
 
 def _rate(value: str) -> float:
@@ -55,7 +62,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--count", type=int, default=1, help="number of nodes (default 1)")
-        parser.add_argument("--url", default=DEFAULT_URL, help=f"node WebSocket URL (default {DEFAULT_URL})")
+        parser.add_argument(
+            "--url",
+            help=f"node WebSocket URL (default: the running `make run` instance, else WEB_HOST/WEB_PORT: {default_url()})",
+        )
         parser.add_argument("--token", help="node token <id>.<secret>, sent as ?token= like the real client")
         parser.add_argument(
             "--no-token",
@@ -138,6 +148,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
         parser.add_argument(
+            "--connect-timeout",
+            type=float,
+            default=15.0,
+            help="give up (exit 1) if no node has registered within this many seconds (default 15)",
+        )
+        parser.add_argument(
             "--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)"
         )
         parser.add_argument(
@@ -166,6 +182,11 @@ class Command(BaseCommand):
             raise CommandError("--heartbeat-interval must be positive")
         if options["duration"] is not None and options["duration"] <= 0:
             raise CommandError("--duration must be positive")
+        if options["connect_timeout"] <= 0:
+            raise CommandError("--connect-timeout must be positive")
+        if options["url"] is None:
+            options["url"] = default_url()
+            self.stderr.write(runfile.describe(settings, redis=False))
         # The rates themselves are checked by argparse (also when call_command passes them as strings);
         # call_command with floats skips argparse types, so check again here.
         rate_flags = {
@@ -230,9 +251,21 @@ class Command(BaseCommand):
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self._run(fleet, options))
         self.stdout.write(f"Stopped. {fleet.status_line()}")
+        if not self.reached:
+            reasons = sorted({node.last_connect_error for node in fleet.nodes if node.last_connect_error})
+            raise CommandError(
+                f"no node could register at {display_url(base.url)} within {options['connect_timeout']:g} s"
+                + (f": {'; '.join(reasons)}" if reasons else "")
+                + ". Is the scheduler running (`make run`), and is this its address (--url)?"
+            )
         outcomes = fleet.outcome_counts()
         if outcomes:
             self.stdout.write("Job outcomes: " + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
+
+    async def _first_registration(self, fleet: Fleet, stop_event: asyncio.Event, timeout: float) -> bool:
+        """Whether a node registered within `timeout` (a Ctrl-C meanwhile counts as reached: the user stopped)."""
+        await _wait_first([node.registered.wait() for node in fleet.nodes] + [stop_event.wait()], timeout)
+        return fleet.registered_count > 0 or stop_event.is_set()
 
     async def _run(self, fleet: Fleet, options: dict[str, Any]) -> None:
         stop_event = asyncio.Event()
@@ -244,8 +277,13 @@ class Command(BaseCommand):
                 installed.append(signum)
             except (NotImplementedError, RuntimeError):
                 pass
+        self.reached = True
         try:
             await fleet.start(stagger_s=options["stagger"])
+            # A simulator that never reaches the scheduler must say so and fail, not retry forever in silence.
+            self.reached = await self._first_registration(fleet, stop_event, options["connect_timeout"])
+            if not self.reached:
+                return
             await fleet.run_forever(
                 status_interval_s=options["status_interval"],
                 duration_s=options["duration"],
@@ -256,6 +294,16 @@ class Command(BaseCommand):
             await fleet.stop()
             for signum in installed:
                 loop.remove_signal_handler(signum)
+
+
+async def _wait_first(awaitables: list[Any], timeout: float) -> None:
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _describe_answering(config: SimulatedNodeConfig) -> str:

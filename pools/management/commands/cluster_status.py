@@ -4,10 +4,11 @@ pool configuration with live sizes, and nodes by status."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core import runfile
 from core.redis import UNAVAILABLE, redis_url, run_sync
 from pools import overview
 
@@ -22,20 +23,18 @@ def duration(seconds: float) -> str:
     return f"{hours}h {minutes}m" if hours else f"{minutes} min"
 
 
-def redis_address() -> str:
-    # Host and port only: a URL may carry the password.
-    parts = urlsplit(redis_url())
-    return f"{parts.hostname}:{parts.port or 6379}"
-
-
 class Command(BaseCommand):
     help = "Show web instances, the pool leader and epoch, the pools with live sizes, and nodes by status."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, web=False))
         try:
             status = run_sync(overview.read_cluster_status)
         except UNAVAILABLE as exc:
-            raise CommandError(f"Redis at {redis_address()} is unavailable: {exc}") from None
+            raise CommandError(
+                f"Redis at {runfile.redis_address(redis_url())} is unavailable: {exc}. Is `make run` running, "
+                "or is REDIS_URL set to the cluster's Redis?"
+            ) from None
         for line in self.report(status):
             self.stdout.write(line)
 

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core import runfile
 from core.redis import UNAVAILABLE, run_sync
 from pools import overview, rebuild
 from pools.leader import Leader
@@ -43,6 +44,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(runfile.describe(settings, web=False))
         wait: float = options["wait"]
         if wait < 0:
             raise CommandError("--wait must be 0 or more")

@@ -1,0 +1,417 @@
+"""Placing an attempt: sample candidates at random, reserve a slot on one, mark the job DISPATCHED, send the
+`job_assign`; without capacity the job waits in the pending queue, first come first served. A failed attempt
+is placed again here (on another node) while attempts remain.
+
+Round trips of a first attempt: the candidates' sample rides with the job's creation (jobs/services.py), then
+one `node_reserve` per candidate tried (it also returns what delivery needs) and one `job_dispatch` (fenced by
+the attempt's selection claim, deadline and audit entry inside). Selection reads the pool configuration this
+process cached and checks its version at most every CONFIG_CHECK_S, and always before concluding that no node
+can take the job: `node_reserve.lua` checks the node's own languages, services and capacity, so an older
+configuration can at worst make a job look in a pool that has since changed, never place it wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from core import metrics, scripts, stats
+from core.redis import get_redis, keys
+from jobs import transitions
+from jobs.models import FailureReason, JobState
+from jobs.transitions import member
+from nodes import connections
+from pools import services as pools
+from pools.eligibility import Pool, eligible_pools, needed_languages
+
+log = logging.getLogger(__name__)
+
+PIPELINE_SERVICES = {"use_asr": "asr", "use_nmt": "nmt", "use_tts": "tts", "use_semantic": "semantic", "use_tone": "tone"}
+# Job fields of PROTOCOL's job_assign that a submitter may give and we pass through unchanged.
+PASS_THROUGH = (
+    "dialect", "features", "mode", "lang_a", "lang_b", "auto_langs", "enable_streaming_asr",
+    "partial_update_interval_ms", "padding_ms", "turn_id", "context_text", "group_id", "part_index",
+    "is_manual_cut", "is_timeout_triggered", "is_max_duration_triggered",
+)  # fmt: skip
+CONFIG_CHECK_S = 1.0
+
+
+@dataclass
+class _QueueSeen:
+    """Whether this process last saw jobs waiting for capacity: from each submission's look at the queue,
+    each pump pass (every JOB_SWEEP_INTERVAL_S) and each job it queued. A job's end offers its slot to the
+    queue at once only when jobs may wait; otherwise the next pump pass of some instance does, so a job
+    that started waiting elsewhere within the last pass may wait up to one more pass."""
+
+    waiting: bool = False
+
+
+queue_seen = _QueueSeen()
+
+
+@dataclass
+class _ConfigCheck:
+    at: float = float("-inf")
+
+
+_config_checked = _ConfigCheck()
+
+
+@dataclass
+class Sample:
+    """Random members of a job's eligible pools, read in a round trip the caller makes anyway."""
+
+    job: dict[str, str]
+    request: dict[str, Any]
+    config: pools.PoolConfig = field(default_factory=pools.cached_config)
+    checks_version: bool = False
+    eligible: list[Pool] = field(default_factory=list)
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the reads on `pipe`: the configuration's version when it is due for a check, then one
+        SRANDMEMBER per eligible pool (cost independent of pool size)."""
+        self.checks_version = not self.config.version or time.monotonic() - _config_checked.at > CONFIG_CHECK_S
+        if self.job.get("pinned"):
+            return
+        request = self.request
+        self.eligible = eligible_pools(
+            self.config.with_overflow(), self.job["src_lang"], self.job["tgt_lang"], request.get("lang_a"), request.get("lang_b")
+        )
+        if self.checks_version:
+            pipe.hget(keys().pool_config, "version")
+        for pool in self.eligible:
+            pipe.srandmember(keys().pool_members(pool.name), settings.JOB_SAMPLE_SIZE + len(self.tried))
+
+    @property
+    def tried(self) -> set[str]:
+        return set(filter(None, self.job.get("tried", "").split(",")))
+
+    def barred_and_returning(self) -> tuple[set[str], set[str]]:
+        """Nodes tried before, split into those a retry must avoid (they answered the job, or timed out on it)
+        and those that may take it again (every attempt they had ended with a WENT_AWAY reason). The job's
+        attempts are fields of its hash, read with it."""
+        tried = self.tried
+        if not tried:
+            return set(), set()
+        attempts = transitions.attempts_of(self.job)
+        went_away = {a.get("node_id") for a in attempts if a.get("reason") in transitions.WENT_AWAY}
+        barred = {a.get("node_id") for a in attempts if a.get("reason") not in transitions.WENT_AWAY}
+        returning = (tried & went_away) - barred
+        return tried - returning, returning
+
+    def parse(self, replies: list[Any]) -> Sampled:
+        """The candidates from the replies of `queue`: untried nodes first, in random order, then nodes whose
+        earlier attempt ended because they went away (the retry rule)."""
+        barred, returning = self.barred_and_returning()
+        if self.job.get("pinned"):
+            node_id = self.job["pinned"]
+            return Sampled([] if node_id in barred else [(node_id, "")], 1, True, self.config.version)
+        verified = None
+        if self.checks_version:
+            version, *replies = replies
+            verified = int(version or 0) == self.config.version
+            if verified:
+                _config_checked.at = time.monotonic()
+        for pool in self.eligible:
+            metrics.POOL_DEMAND.labels(pool=pool.name).inc()
+        found: dict[str, str] = {}
+        again: dict[str, str] = {}
+        populated = 0
+        for pool, members in zip(self.eligible, replies, strict=True):
+            populated += bool(members)
+            for node_id in members:
+                if node_id not in barred and node_id not in returning:
+                    found.setdefault(node_id, pool.name)
+                elif node_id in returning:
+                    again.setdefault(node_id, pool.name)
+        candidates, fallback = list(found.items()), list(again.items())
+        random.shuffle(candidates)
+        random.shuffle(fallback)
+        return Sampled(candidates + fallback, populated, verified, self.config.version)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    candidates: list[tuple[str, str]]  # (node, pool) in random order, without the nodes tried before
+    populated: int  # eligible pools that had any member (0 means POOL_EMPTY)
+    verified: bool | None  # the configuration's version read with the sample: current, changed, or not read
+    version: int  # of the configuration the sample came from
+
+
+async def _read_sample(job: dict[str, str], request: dict[str, Any]) -> Sampled:
+    sample = Sample(job, request)
+    if sample.job.get("pinned"):
+        return sample.parse([])
+    async with get_redis().pipeline(transaction=False) as pipe:
+        sample.queue(pipe)
+        replies = await pipe.execute()
+    return sample.parse(replies)
+
+
+async def select_and_dispatch(job_id: str, attempt: int, submitted_at: int | None = None) -> str:
+    """Place one attempt of a job read from Redis (a retry, or a job from the pending queue) under its
+    selection claim. Returns what happened."""
+    job = await get_redis().hgetall(keys().job(job_id))
+    if not job or job.get("state") != JobState.SELECTING or job.get("attempt_id") != str(attempt):
+        return "stale"
+    claim = secrets.token_hex(8)
+    if not await transitions.claim(job_id, attempt, claim, "claim"):
+        metrics.JOB_CLAIMS.labels(result="busy").inc()
+        return "busy"
+    return await place_claimed(job_id, attempt, job, claim, submitted_at)
+
+
+async def place_claimed(
+    job_id: str, attempt: int, job: dict[str, str], claim: str, submitted_at: int | None = None,
+    audio: str | None = None, sample: Sampled | None = None,
+) -> str:
+    """`place` under a claim this caller holds, giving it back unless the attempt left SELECTING (then the
+    release would be a no-op: a claim only counts while its attempt is SELECTING)."""
+    metrics.JOB_CLAIMS.labels(result="claimed").inc()
+    outcome = None
+    try:
+        outcome = await _place(job_id, attempt, job, claim, submitted_at, audio, sample)
+        return outcome
+    finally:
+        if outcome in (None, "pending"):
+            # Lets the next pump try again now rather than when the claim expires.
+            await transitions.claim(job_id, attempt, claim, "release")
+
+
+async def _place(
+    job_id: str, attempt: int, job: dict[str, str], claim: str, submitted_at: int | None, audio: str | None,
+    sample: Sampled | None,
+) -> str:
+    request = json.loads(job["request"])
+    needed = json.dumps(sorted(needed_languages(job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b"))))
+    required = json.dumps(
+        [svc for flag, svc in PIPELINE_SERVICES.items() if request.get("pipeline", {}).get(flag, svc in ("asr", "nmt", "tts"))]
+    )
+    sampled = sample or await _read_sample(job, request)
+    # Past any deadline the attempt can have: a slot outlives its holder only by this much.
+    ttl = int(settings.JOB_ACK_TIMEOUT_S * 1000) + int(job.get("timeout_ms") or settings.JOB_TIMEOUT_S * 1000) + 5000
+    chosen = None
+    if sampled.verified is not False:
+        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed, ttl)
+    if chosen is None and sampled.verified is not True and (await pools.current_config()).version != sampled.version:
+        # The configuration changed since this process cached it: look again with the current one (read
+        # just now), rather than conclude that nothing fits.
+        sampled = await _read_sample(job, request)
+        chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed, ttl)
+    if chosen is None:
+        return await _wait_for_capacity(job_id, job, sampled.populated)
+    node_id, pool, delivery = chosen
+    k = keys()
+    queued = audio is None
+
+    def build(pipe: Any) -> None:
+        scripts.queue(
+            pipe, "job_dispatch", k.job_slot_keys(job_id),
+            [
+                str(attempt), claim, node_id, pool, delivery[0], int(settings.JOB_ACK_TIMEOUT_S * 1000),
+                int(settings.JOB_TIMEOUT_S * 1000), delivery[4],
+            ],
+        )  # fmt: skip
+        if queued:
+            # A retry or a job from the queue: its audio, and its entry in the queue gone now that it is placed.
+            pipe.get(k.job_audio(job_id))
+            pipe.zrem(k.jobs_pending, job_id)
+
+    replies = await scripts.run_pipeline("job_dispatch", build)
+    step = replies[0]
+    if step[0] != "OK":
+        # Cancelled meanwhile, or placed by another selector: this one was paused past its claim and a sweeper
+        # handed the job on. When that placement chose the same node, the reservation above found its slot
+        # (same member), which is not this selector's to free.
+        if not (step[1] in transitions.LIVE and step[2] == str(attempt) and step[3] == node_id):
+            await transitions.free_slot(node_id, job_id, attempt)
+        return "stale"
+    if queued:
+        audio = replies[1]
+    dispatched_at = int(step[2])
+    latency_ms = dispatched_at - submitted_at if submitted_at is not None else None
+    stats.record_dispatch(pool or "pinned", latency_ms)
+    if audio is None:
+        # Kept longer than any job can live (transitions.audio_ttl_s); gone only if Redis lost it.
+        await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the job's audio is no longer stored", node_id)
+        return "dispatch_failed"
+    frame = job_assign_frame(job_id, attempt, job, request, audio)
+    if not await deliver(delivery[1:4], frame):
+        await fail_attempt(job_id, attempt, FailureReason.DISPATCH_FAILED, "the node could not be reached", node_id)
+        return "dispatch_failed"
+    if latency_ms is not None:
+        metrics.DISPATCH_SECONDS.observe(latency_ms / 1000)
+    context = {"job_id": job_id, "attempt_id": str(attempt), "node_id": node_id, "trace_id": job.get("trace_id")}
+    log.debug("job dispatched", extra={"event": "job_dispatched", **context})
+    return "dispatched"
+
+
+async def _reserve_one(
+    job_id: str, attempt: int, candidates: list[tuple[str, str]], required: str, needed: str, ttl: int
+) -> tuple[str, str, list[str]] | None:
+    """Reserve a slot on the first candidate that has one: (node, pool, [acks, channel, transport, url, now])."""
+    k = keys()
+    for node_id, pool in candidates:
+        outcome = await scripts.run(
+            "node_reserve",
+            [*k.node_keys(node_id), k.node_reservations(node_id), k.node_running(node_id), k.node_unavailable(node_id)],
+            [member(job_id, attempt), ttl, required, needed],
+        )
+        metrics.RESERVATIONS.labels(result="ok" if outcome[0] == "OK" else "refused", reason=outcome[0].lower()).inc()
+        if outcome[0] == "OK":
+            return node_id, pool, [str(value) for value in outcome[4:9]]
+    return None
+
+
+async def _wait_for_capacity(job_id: str, job: dict[str, str], populated: int) -> str:
+    reason = FailureReason.POOL_EMPTY if populated == 0 else FailureReason.NO_AVAILABLE_NODE
+    (metrics.POOL_EMPTY if reason == FailureReason.POOL_EMPTY else metrics.NO_AVAILABLE_NODE).inc()
+    k = keys()
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.hset(k.job(job_id), "waiting_reason", reason)
+        pipe.zadd(k.jobs_pending, {job_id: int(job["created_at"])}, nx=True)
+        await pipe.execute()
+    queue_seen.waiting = True
+    return "pending"
+
+
+def job_assign_frame(job_id: str, attempt: int, job: dict[str, str], request: dict[str, Any], audio: str) -> dict[str, Any]:
+    pipeline = {"use_asr": True, "use_nmt": True, "use_tts": True, "use_semantic": False, "use_tone": False}
+    pipeline.update(request.get("pipeline") or {})
+    frame: dict[str, Any] = {
+        "type": "job_assign",
+        "job_id": job_id,
+        "attempt_id": attempt,
+        "session_id": request.get("session_id") or f"s-{job_id}",
+        "utterance_index": request.get("utterance_index") or 0,
+        "src_lang": job["src_lang"],
+        "tgt_lang": job["tgt_lang"],
+        "pipeline": pipeline,
+        "audio": audio,
+        "audio_format": request.get("audio_format", "opus"),
+        "sample_rate": request.get("sample_rate", 16000),
+        "trace_id": job["trace_id"],
+    }
+    for name in PASS_THROUGH:
+        if request.get(name) is not None:
+            frame[name] = request[name]
+    return frame
+
+
+async def deliver(route: list[str | None], frame: dict[str, Any]) -> bool:
+    """Send a frame to a node by its route ([channel, transport, dispatch_url] from its meta)."""
+    channel, transport, dispatch_url = route
+    if transport == "http" and dispatch_url:
+        return await connections.post_frame(dispatch_url, frame)
+    if not channel:
+        return False
+    try:
+        return await connections.send_frame(channel, frame)
+    except Exception:
+        log.exception("frame not delivered", extra={"event": "dispatch_failed", "job_id": frame["job_id"]})
+        return False
+
+
+async def send_cancel(job_id: str, node_id: str, reason: str, trace_id: str = "") -> None:
+    route = await get_redis().hmget(keys().node_meta(node_id), ["channel", "transport", "dispatch_url"])
+    frame = {"type": "job_cancel", "job_id": job_id, "reason": reason}
+    if trace_id:
+        frame["trace_id"] = trace_id
+    await deliver(route, frame)
+
+
+# --- ends of attempts and jobs ----------------------------------------------------------------------------------
+
+
+async def fail_attempt(
+    job_id: str, attempt: int | str, reason: str, message: str, node_id: str = "", *, node_error: dict[str, Any] | None = None
+) -> str:
+    """End an attempt as failed: free its slot, tell the node to stop, retry on another node or fail.
+    The transition, the retry's pending deadline and the audit entries are one script; `node_error` is the
+    node's own report (see `outcomes.bounded_node_error`), kept on the attempt."""
+    result = await transitions.fail(job_id, attempt, reason, message, node_id, node_error)
+    if result[0] == "STALE":
+        return "stale"
+    holder, trace_id = result[-2], result[-1]
+    if holder:
+        await transitions.free_slot(holder, job_id, attempt)
+        if reason in (FailureReason.ACK_TIMEOUT, FailureReason.JOB_TIMEOUT):
+            # Marked before the node hears of it: nothing it does after the cancel can race the mark.
+            await _mark_stalled(holder, job_id, reason)
+            await send_cancel(job_id, holder, reason.lower(), trace_id)
+    context = {"job_id": job_id, "attempt_id": str(attempt), "reason": reason, "node_id": holder, "trace_id": trace_id}
+    log.info("attempt failed", extra={"event": "attempt_failed", **context})
+    if result[0] == "RETRY":
+        metrics.RETRIES.labels(reason=reason).inc()
+        await select_and_dispatch(job_id, int(result[1]))
+        return "retry"
+    # A job that failed while waiting for capacity leaves the queue now rather than at the pump's next pass.
+    waiting = await _leave_queue(job_id)
+    ended(job_id, JobState.FAILED, reason, attempt=str(attempt), node_id=holder, trace_id=trace_id, waiting=waiting)
+    return "failed"
+
+
+async def _mark_stalled(node_id: str, job_id: str, reason: str) -> None:
+    """No new jobs for a node whose attempt timed out until it shows life (node_stalled.lua): a hung node
+    would otherwise be sent job after job, each waiting out its own timeout."""
+    if await scripts.run("node_stalled", [keys().node_meta(node_id)], []):
+        log.warning("node stalled: no new jobs until it shows life", extra={
+            "event": "node_stalled", "node_id": node_id, "job_id": job_id, "reason": reason})  # fmt: skip
+
+
+async def _leave_queue(job_id: str) -> int:
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.zrem(keys().jobs_pending, job_id)
+        pipe.zcard(keys().jobs_pending)
+        _, waiting = await pipe.execute()
+    return int(waiting)
+
+
+def ended(job_id: str, state: str, reason: str = "", *, attempt: str, node_id: str, trace_id: str, waiting: int | None = None) -> None:
+    """After a terminal transition (whose script already wrote the audit entries, the retention and the notice
+    to long-polling clients): counters, the log line, and the queue's turn when jobs wait for capacity
+    (`waiting`: the queue's length if the caller read it, else what this process last saw)."""
+    metrics.JOBS_ENDED.labels(state=state, reason=reason or "none").inc()
+    stats.record_end(job_id, state, reason, succeeded=state == JobState.DONE)
+    context = {"event": "job_ended", "job_id": job_id, "attempt_id": attempt, "node_id": node_id or None, "trace_id": trace_id}
+    # One line per finished job would flood the log at any real rate: successes are routine (DEBUG; the metrics
+    # count them), failed and cancelled jobs stay visible.
+    level = logging.DEBUG if state == JobState.DONE else logging.INFO
+    log.log(level, "job ended %s", state, extra={**context, "reason": reason or None})
+    if waiting if waiting is not None else queue_seen.waiting:
+        # A slot may have freed: give waiting jobs their chance in arrival order.
+        connections.spawn(pump_pending())
+
+
+async def pump_pending(limit: int = 100) -> int:
+    """Offer capacity to waiting jobs, oldest first. Once a job finds no slot, later jobs with the same
+    needs are skipped this round: a slot that frees while the scan passes over must go to the older job."""
+    client = get_redis()
+    waiting = await client.zrange(keys().jobs_pending, 0, limit - 1)
+    queue_seen.waiting = bool(waiting)
+    blocked: set[tuple[str | None, ...]] = set()
+    placed = 0
+    for job_id in waiting:
+        state, attempt, src, tgt, pinned = await client.hmget(
+            keys().job(job_id), ["state", "attempt_id", "src_lang", "tgt_lang", "pinned"]
+        )
+        if state != JobState.SELECTING:
+            await client.zrem(keys().jobs_pending, job_id)
+            continue
+        needs = (src, tgt, pinned)
+        if needs in blocked:
+            continue
+        outcome = await select_and_dispatch(job_id, int(attempt))
+        if outcome == "dispatched":
+            placed += 1
+        else:
+            blocked.add(needs)
+    return placed
+
