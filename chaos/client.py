@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ class ChaosClient:
             if response.status_code == 202:
                 job = response.json()
                 self.log.write(
-                    "submit", i=index, key=key, job=job["job_id"], created_at=job.get("created_at"),
+                    "submit", i=index, key=key, job=job["job_id"], created_at=epoch_ms(job.get("created_at")),
                     t_first=first, server=url, tries=tries,
                 )  # fmt: skip
                 return job
@@ -113,7 +114,7 @@ class ChaosClient:
 
     async def follow(self, http: httpx.AsyncClient, accepted: dict[str, Any]) -> None:
         job_id = accepted["job_id"]
-        created = (accepted.get("created_at") or time.time() * 1000) / 1000
+        created = (epoch_ms(accepted.get("created_at")) or time.time() * 1000) / 1000
         tries = 0
         last_state = accepted.get("state")
         while time.time() - created < self.follow_s:
@@ -143,15 +144,28 @@ class ChaosClient:
         self.log.write("gave_up", job=job_id, last_state=last_state)
 
 
+def epoch_ms(value: Any) -> int | None:
+    """A point in time as the API writes it (ISO 8601 UTC, docs/time.md) as epoch milliseconds, which is what
+    the history files and the checker keep; a number is taken as epoch milliseconds already."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    return round(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def _end_fields(job: dict[str, Any]) -> dict[str, Any]:
     error = job.get("error") or {}
     return {
         "state": job.get("state"),
         "reason": error.get("code") or "",
-        "ended_at": (job.get("timings") or {}).get("ended_at"),
-        "created_at": job.get("created_at"),
+        "ended_at": epoch_ms((job.get("timings") or {}).get("ended_at")),
+        "created_at": epoch_ms(job.get("created_at")),
         "attempts": [
-            {key: attempt.get(key) for key in ("attempt_id", "node_id", "state", "reason", "started_at", "ended_at")}
+            {
+                key: epoch_ms(attempt.get(key)) if key.endswith("_at") else attempt.get(key)
+                for key in ("attempt_id", "node_id", "state", "reason", "started_at", "ended_at")
+            }
             for attempt in job.get("attempts") or []
         ],
     }
