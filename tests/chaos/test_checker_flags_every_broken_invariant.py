@@ -124,3 +124,36 @@ def test_a_database_row_left_live_after_the_end_breaks_i6(tmp_path: Path) -> Non
     run.final["database"]["jobs"]["job-1"]["state"] = "SELECTING"
 
     assert broken(check(run.write(tmp_path))) == {"I6": ["state differs"]}
+
+
+def _lost_at_wipe(run: Run, accepted_before_wipe_s: float) -> Run:
+    """job-1 answered, then forgotten by a Redis wipe with no database row."""
+    run.final["api"]["job-1"] = {"http": 404}
+    run.final["database"]["jobs"] = {}
+    wipe = T0 + accepted_before_wipe_s
+    run.history.append({"t": wipe + 2, "ev": "fault", "kind": "wipe", "target": "redis", "start": wipe, "hold_s": 2, "end": wipe + 2})
+    return run
+
+
+def test_a_job_lost_with_a_wipe_within_the_audit_interval_is_the_documented_cost_not_a_violation(tmp_path: Path) -> None:
+    (tmp_path / "inside").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "no-setting").mkdir()
+    timings = {**TIMINGS, "AUDIT_INTERVAL_S": 0.5}
+    inside = _lost_at_wipe(Run(), 0.3).write(tmp_path / "inside")
+    outside = _lost_at_wipe(Run(), 0.8).write(tmp_path / "outside")
+    for folder in (inside, outside):
+        (folder / "timings.json").write_text(json.dumps(timings))
+    # A run whose settings do not say the interval classifies nothing.
+    unknown = _lost_at_wipe(Run(), 0.3).write(tmp_path / "no-setting")
+
+    report = check(inside)
+    assert report.ok
+    rows = {row.name: row for row in report.rows}
+    assert list(rows["I1"].documented) == ["accepted within the audit interval before a wipe, end forgotten"]
+    assert list(rows["I6"].documented) == ["accepted within the audit interval before a wipe, no row"]
+    assert "not counted, documented cost of a Redis wipe" in report.format()
+    assert broken(check(outside)) == {
+        "I1": ["end no longer answered (HTTP 404 afterwards)"], "I6": ["job missing from the database"]
+    }
+    assert broken(check(unknown)) == broken(check(outside))
