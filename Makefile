@@ -12,9 +12,10 @@ PYTEST_ARGS ?=
 # on two cores finish the suite in about half the time of one (docs/configuration.md).
 TEST_WORKERS ?= 3
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint audit bench migrations-check clean distclean
+.PHONY: help venv run test lint audit bench chaos migrations-check clean distclean
 
 help:
 	@echo "make run               start Redis (embedded unless REDIS_URL is set), web, worker and beat"
@@ -22,6 +23,7 @@ help:
 	@echo "make lint              ruff check"
 	@echo "make audit             pip-audit: known vulnerabilities of the installed dependencies (needs network)"
 	@echo "make bench             scheduler vs Celery vs raw ASGI, daphne vs uvicorn, 5,000 nodes (BENCH_ARGS='--scale --profile')"
+	@echo "make chaos             fault run with an invariant checker, ~3 min (CHAOS_ARGS='--scenario full', ~8 min)"
 	@echo "make migrations-check  fail if a model change has no migration"
 	@echo "make clean             remove caches and test leftovers (keeps .venv and var/db.sqlite3)"
 	@echo "make distclean         also remove .venv and var/"
@@ -60,6 +62,12 @@ audit: venv
 bench: venv
 	@ops/tools/install-bench-tools
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Its own Redis, web processes, workers and node processes; kills and freezes them on a schedule, then checks the
+# invariants (docs/reliability.md). Exit 1 on a violation. Files of the run under var/chaos/.
+chaos: venv
+	@mkdir -p var
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 # var/ holds the SQLite databases named in settings; without it Django warns it cannot open one.
 migrations-check: venv

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +59,19 @@ def raise_open_files_limit() -> int:
 
 
 @contextmanager
-def bench_environment() -> Iterator[Environment]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    database_url = f"sqlite:///{workdir / 'db.sqlite3'}"
+def bench_environment(
+    prefix: str = "bench-",
+    redis_args: Sequence[str] = (),
+    database_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[Environment]:
+    """`redis_args` go to redis-server after the defaults (so they override them, e.g. persistence on);
+    `environ` is set before Django starts, so this process's settings see it as the servers will."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    database_url = database_url or f"sqlite:///{workdir / 'db.sqlite3'}"
     os.environ.update(DJANGO_SETTINGS_MODULE="scheduler.settings", DATABASE_URL=database_url, LOG_LEVEL="WARNING")
-    with RedisProcess() as redis_process:
+    os.environ.update(environ or {})
+    with RedisProcess(extra_args=redis_args) as redis_process:
         os.environ["REDIS_URL"] = redis_process.url
         django.setup()
         from django.core.management import call_command

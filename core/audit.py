@@ -170,10 +170,15 @@ def _apply_one_by_one(client: Any, parsed: list[tuple[str, str, dict[str, Any]]]
     return written
 
 
-def drain(max_batches: int = 100) -> int:
-    """Write until the stream is empty (or `max_batches` batches); used by tests and the periodic task."""
+def drain(max_batches: int = 100, renew: Callable[[], bool] | None = None) -> int:
+    """Write until the stream is empty (or `max_batches` batches); used by tests and the periodic task.
+
+    `renew` (the writer's lock, core/tasks.py) is called before every batch: once it says the lock is no
+    longer ours, another writer may be running, so this one stops."""
     total = 0
     for _ in range(max_batches):
+        if renew is not None and not renew():
+            break
         written = write_batch()
         total += written
         if written == 0:

@@ -1,11 +1,14 @@
 from celery import shared_task
+from django.conf import settings
 
 from core import audit
-from core.locks import skip_if_running
+from core.locks import held_lock
 
 
 @shared_task(name="core.write_audit", ignore_result=True)
 def write_audit() -> int:
     # One writer at a time keeps the hot audit tables single-writer (SQLite) and batches large.
-    with skip_if_running("core.write_audit", ttl_s=120) as acquired:
-        return audit.drain() if acquired else 0
+    # The lock is short and renewed after every batch: a writer killed or frozen while holding it stops the
+    # mirror for one AUDIT_LOCK_TTL_S, not for minutes (a Redis wipe in that window would take the backlog).
+    with held_lock("core.write_audit", ttl_s=settings.AUDIT_LOCK_TTL_S) as lock:
+        return audit.drain(renew=lock.renew) if lock else 0

@@ -318,6 +318,9 @@ SESSIONS_TTL_S = envfloat("SESSIONS_TTL_S", 90.0, minimum=1.0)
 
 AUDIT_BATCH_SIZE = envint("AUDIT_BATCH_SIZE", 500, minimum=1)
 AUDIT_INTERVAL_S = envfloat("AUDIT_INTERVAL_S", 1.0, minimum=0.05)
+# The audit writer's lock, renewed after every batch: a writer killed or frozen holding it stops the mirror
+# for this long at most.
+AUDIT_LOCK_TTL_S = envfloat("AUDIT_LOCK_TTL_S", 10.0, minimum=1.0)
 
 # --- Web server and the `make run` supervisor ------------------------------------------------------------------------
 

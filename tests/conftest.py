@@ -115,3 +115,19 @@ def _close_database_connections() -> Iterator[None]:
     from django.db import connections
 
     connections.close_all()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """The fuzzers' case counts (their `fuzz_cases` property) at the end of the run; properties travel back
+    from pytest-xdist workers with the reports, printed output would not."""
+    counts = [
+        value
+        for status in ("passed", "failed")
+        for report in terminalreporter.stats.get(status, [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == "fuzz_cases"
+    ]
+    if counts:
+        terminalreporter.write_sep("-", "fuzz cases tried")
+        for line in counts:
+            terminalreporter.write_line(line)

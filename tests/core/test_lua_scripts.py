@@ -31,6 +31,7 @@ SCRIPT_KEYS = {
     "node_stalled": lambda k: [k.node_meta("node-1A2B3C4D")],
     "deadline_settle": lambda k: [k.node_deadlines],
     "lock_release": lambda k: [k.lock("anything")],
+    "lock_renew": lambda k: [k.lock("anything")],
     "auth_failure": lambda k: [k.auth_failures("api_key", "2001:db8::1")],
     "pool_lease": lambda k: [k.pool_lease, k.pool_epoch, k.pool_leader_changes],
     "pool_config_write": lambda k: [k.pool_config, k.pool_epoch, k.pool_history],

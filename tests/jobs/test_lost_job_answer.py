@@ -56,3 +56,35 @@ async def test_a_job_that_ended_past_the_retention_is_answered_from_the_mirror(s
     assert [(a["attempt_id"], a["state"]) for a in body["attempts"]] == [(1, "DONE")]
     assert "result" not in body
     await wire.close()
+
+
+async def test_a_retried_submission_after_a_redis_loss_answers_the_mirrored_job_instead_of_running_it_again(
+    server, node_token, jobs_key
+):
+    """The client's retry, with the same Idempotency-Key, of a job created before Redis lost its data: the
+    mirror knows the job, so it is answered FAILED STATE_LOST under its id and attempt 1 is not sent again."""
+    headers = {"Authorization": f"Bearer {jobs_key}", "Idempotency-Key": "retry-after-wipe-1"}
+    body = {"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as api:
+        # No node yet: the job waits in SELECTING, mirrored as such.
+        first = await api.post("/api/v1/jobs", json=body)
+        job_id = first.json()["job_id"]
+        await database_sync_to_async(audit.drain)()
+        assert (await database_sync_to_async(Job.objects.get)(job_id=job_id)).state == "SELECTING"
+        await get_redis().flushall()
+        # A node is ready now: a job created again would go to it.
+        wire, _ = await ready_node(server, node_token)
+
+        again = await api.post("/api/v1/jobs", json=body)
+        recreated = await get_redis().exists(keys().job(job_id))
+        await database_sync_to_async(audit.drain)()
+        row = await database_sync_to_async(Job.objects.get)(job_id=job_id)
+
+    assert first.status_code == 202, first.text
+    assert again.json()["job_id"] == job_id, again.text
+    assert again.json()["state"] == "FAILED"
+    assert recreated == 0
+    with pytest.raises(AssertionError, match="no job_assign frame"):
+        await wire.expect("job_assign", timeout=1.0)
+    assert (row.state, row.reason) == ("FAILED", "STATE_LOST")
+    await wire.close()
