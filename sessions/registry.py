@@ -66,12 +66,13 @@ async def refresh(bucket: str, session_id: str, fields: dict[str, Any]) -> None:
 
 
 async def release(bucket: str, session_id: str) -> None:
+    """Unlist the session, then free its slot: whoever sees the slot free sees the session gone too."""
     k = keys()
-    await scripts.run("session_slot", [k.key_sessions(bucket)], [session_id, "release", settings.SESSIONS_MAX_PER_KEY, _ttl_ms()])
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.delete(k.session(session_id))
         pipe.zrem(k.sessions_live, session_id)
         await pipe.execute()
+    await scripts.run("session_slot", [k.key_sessions(bucket)], [session_id, "release", settings.SESSIONS_MAX_PER_KEY, _ttl_ms()])
 
 
 async def live_sessions(limit: int = 500) -> tuple[int, list[dict[str, str]]]:
