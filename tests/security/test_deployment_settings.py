@@ -53,7 +53,8 @@ def test_check_deploy_warns_without_tls():
 def test_with_tls_plain_http_is_redirected_but_probes_are_not(start_server):
     # uvicorn believes X-Forwarded-Proto only from FORWARDED_ALLOW_IPS (its default: 127.0.0.1); here the
     # proxy is elsewhere, so this client's claim of HTTPS is ignored.
-    server = start_server(TLS="true", FORWARDED_ALLOW_IPS="192.0.2.1")
+    # Which proxies may claim HTTPS is uvicorn's FORWARDED_ALLOW_IPS; under daphne it is SECURE_PROXY_SSL_HEADER.
+    server = start_server(server="uvicorn", TLS="true", FORWARDED_ALLOW_IPS="192.0.2.1")
     with httpx.Client(base_url=server.url) as client:
         admin = client.get("/admin/login/")
         health = client.get("/healthz")
@@ -65,7 +66,7 @@ def test_with_tls_plain_http_is_redirected_but_probes_are_not(start_server):
 
 
 def test_behind_a_trusted_proxy_forwarded_https_is_served_with_hsts_and_secure_cookies(start_server):
-    server = start_server(TLS="true")  # the proxy is on this machine: 127.0.0.1
+    server = start_server(server="uvicorn", TLS="true")  # the proxy is on this machine: 127.0.0.1
     with httpx.Client(base_url=server.url, headers={"X-Forwarded-Proto": "https"}) as client:
         login = client.get("/admin/login/")
     assert login.status_code == 200

@@ -54,6 +54,8 @@ def test_a_dead_worker_and_a_dead_redis_are_started_again_and_ctrl_c_with_nodes_
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", WEB_PORT=str(port), SECRET_KEY="make-run-test",
         PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
         EMBEDDED_REDIS_DIR=str(tmp_path / "redis"), NODE_HEARTBEAT_INTERVAL_S="1", WEB_SERVER=web_server,
+        # A run file of its own: other tests start `make run` from this checkout at the same time.
+        RUN_FILE=str(tmp_path / "run.json"),
     )  # fmt: skip
     runner = subprocess.Popen(
         [sys.executable, "-m", "supervisor.runner"], cwd=ROOT, env=env, text=True,
