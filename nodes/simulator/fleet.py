@@ -71,6 +71,14 @@ class Fleet:
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(node.registered.wait() for node in self.nodes))
 
+    async def wait_until_status(self, status: str, timeout: float = 10.0) -> None:
+        """Wait until every node was last told `status`. Each node is waited on by itself: a node only wakes
+        its own waiters, so one node's waiter cannot see the others change."""
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(
+                *(node.wait_for(lambda node=node: node.last_status == status, timeout=timeout) for node in self.nodes)
+            )
+
     def status_line(self) -> str:
         total = len(self.nodes)
         statuses = self.status_counts()

@@ -22,6 +22,9 @@ async def test_the_api_docs_render_their_operations_with_no_network_access(start
 
     async with operator_page(server.url, offline=True) as page:
         await page.goto(f"{server.url}/api/v1/docs", wait_until="networkidle")
+        # Swagger UI renders after it has fetched and parsed the schema, which can come after the network is
+        # idle on a loaded machine: wait for the operations to appear (a page that never renders times out).
+        await page.locator(".opblock").first.wait_for(timeout=30_000)
         await screenshot(page, "api-docs")
         assert await page.locator(".opblock").count() == operations
         assert "Submit a job" in await page.inner_text("#swagger-ui")

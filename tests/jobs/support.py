@@ -56,7 +56,7 @@ async def ready_fleet(ws_url: str, token: str, count: int, **config: Any) -> Asy
         await fleet.wait_until_registered(timeout=10)
         for node in fleet.nodes:
             await node.send_heartbeat()
-        await fleet.nodes[0].wait_for(lambda: all(n.last_status == "ready" for n in fleet.nodes), timeout=5)
+        await fleet.wait_until_status("ready", timeout=10)
         yield fleet
     finally:
         await fleet.stop()

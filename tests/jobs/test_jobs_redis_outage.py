@@ -65,7 +65,7 @@ async def test_redis_killed_under_load_gives_503s_and_jobs_flow_again_within_a_h
     await fleet.start()
     try:
         await fleet.wait_until_registered(timeout=10)
-        await fleet.nodes[0].wait_for(lambda: all(n.last_status == "ready" for n in fleet.nodes), timeout=5)
+        await fleet.wait_until_status("ready", timeout=10)
         load = asyncio.create_task(
             run_load(LoadConfig(api_key=jobs_key, url=server.url, count=300, concurrency=4, src_lang="en",
                                 tgt_lang="zh", wait_s=2, job_timeout_s=10, post_retries=0))

@@ -31,7 +31,7 @@ async def test_wrk_submits_jobs_that_end_done_and_counts_them_as_the_server_does
         await fleet.wait_until_registered(timeout=30)
         for node in fleet.nodes:
             await node.send_heartbeat()
-        await fleet.nodes[0].wait_for(lambda: all(n.last_status == "ready" for n in fleet.nodes), timeout=30)
+        await fleet.wait_until_status("ready", timeout=30)
         body = {"src_lang": "en", "tgt_lang": "zh", "audio": AUDIO}
         run = wrk.Wrk(wrk.WrkConfig(server.url, jobs_key, body, connections=4, duration_s=4, wait_s=1)).start()
         counts = await asyncio.get_running_loop().run_in_executor(None, run.finish)
