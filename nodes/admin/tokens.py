@@ -15,6 +15,7 @@ from nodes.admin.live import (
     _for_each,
 )
 from nodes.models import NodeToken
+from nodes.tokens import revoke_token
 
 # --- node tokens ------------------------------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class NodeTokenAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
         ids = list(queryset.values_list("id", flat=True))
         actor = _actor(request)
         # Already revoked tokens go through the service too: it re-flags their live nodes in Redis.
-        outcomes = _for_each(lambda token_id: services.revoke_token(token_id, actor), ids)
+        outcomes = _for_each(lambda token_id: revoke_token(token_id, actor), ids)
         done = [
             f"{token_id} ({told} live connection{'s' if told != 1 else ''} closed)"
             for token_id, told in outcomes.items()
