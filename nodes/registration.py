@@ -64,7 +64,8 @@ def _validate_registration(message: NodeRegister, conn: Connection) -> str | Non
         )
     if not message.hardware.gpus and not settings.NODE_ALLOW_CPU_ONLY:
         raise RegistrationRejected("NO_GPU_AVAILABLE", "a node must report at least one GPU in hardware.gpus")
-    requested = message.node_id or None
+    requested = message.node_id
+    # An empty string is a malformed id, not a request to mint one.
     if requested is not None and not NODE_ID_RE.match(requested):
         raise RegistrationRejected(
             "BAD_MESSAGE", "node_id may hold only letters, digits and . _ : - (at most 64)", {"field": "node_id"}
