@@ -192,7 +192,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
     """The job's live view: one HGETALL (attempts are fields of the job hash), and one more read only when
     the node streamed partial text."""
     k = keys()
-    job = await redis_mux.read_hash(k.job(job_id))
+    job = waiters.handed_over(job_id) or await redis_mux.read_hash(k.job(job_id))
     if not job:
         return await _from_mirror(job_id)
     attempts = transitions.attempts_of(job)
