@@ -2,9 +2,10 @@
 `job_assign`; without capacity the job waits in the pending queue, first come first served. A failed attempt
 is placed again here (on another node) while attempts remain.
 
-Round trips of a first attempt: the candidates' sample rides with the job's creation (jobs/services.py), then
-one `node_reserve` per candidate tried (it also returns what delivery needs) and one `job_dispatch` (fenced by
-the attempt's selection claim, deadline and audit entry inside). Selection reads the pool configuration this
+Round trips of a first attempt: the candidates' sample rides with the job's creation (jobs/services.py), and so
+does a reservation on a member this process sampled within the last second (`Sample.guess`); only when that
+one is refused, one `node_reserve` per candidate tried (it also returns what delivery needs); then one
+`job_dispatch` (fenced by the attempt's selection claim, deadline and audit entry inside). Selection reads the pool configuration this
 process cached and checks its version at most every CONFIG_CHECK_S, and always before concluding that no node
 can take the job: `node_reserve.lua` checks the node's own languages, services and capacity, so an older
 configuration can at worst make a job look in a pool that has since changed, never place it wrongly.
