@@ -471,7 +471,11 @@ async def pump_pending(limit: int = 100) -> int:
         outcome = await select_and_dispatch(job_id, int(attempt))
         if outcome == "dispatched":
             placed += 1
-        else:
+        elif outcome == "pending":
             blocked.add(needs)
+        # "busy" (another pass or instance is placing it right now), "stale", a failed dispatch: that job is
+        # someone else's or settled, and blocks nobody behind it. Blocking on "busy" made concurrent passes
+        # (every submitter that queues runs one) skip the whole queue behind the job another pass held, so a
+        # queue that formed once under a burst stayed until the next sweep tick, job after job.
     return placed
 
