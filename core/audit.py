@@ -13,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from core import metrics
-from core.redis import UNAVAILABLE, get_redis, get_sync_redis, keys
+from core import metrics, redis_mux
+from core.redis import UNAVAILABLE, get_sync_redis, keys
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ async def record(category: str, **data: Any) -> None:
     """Append one audit entry of `category` (a key of APPLIERS); a Redis failure is logged and counted,
     never raised into the live path."""
     try:
-        await add(get_redis(), category, **data)
+        # On the multiplexed connection: node heartbeats write one now and then, and a pool checkout of
+        # redis-py's costs more than the entry.
+        await redis_mux.command(
+            "XADD", keys().audit_stream, "MAXLEN", "~", MAX_LEN, "*", "category", category, "data", json.dumps(data, default=str)
+        )
     except UNAVAILABLE:
         metrics.REDIS_ERRORS.labels(operation="audit_record").inc()
         log.warning("audit entry dropped: Redis unavailable", extra={"event": "audit_dropped", "reason": category})

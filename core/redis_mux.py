@@ -270,6 +270,75 @@ def forget(loop: asyncio.AbstractEventLoop | None = None) -> None:
             client.close()
 
 
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class Commands:
+    """Commands queued by the names of redis-py's pipeline methods, so code that builds a pipeline serves both
+    clients; `replies()` gives each reply as redis-py's method would (HGETALL a dict, SMEMBERS a set). Only
+    the commands the job path and the fleet-wide reads send are here."""
+
+    __slots__ = ("commands", "converters")
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.converters: list[Any] = []
+
+    def _add(self, *args: Any, convert: Any = None) -> None:
+        self.commands.append(args)
+        self.converters.append(convert)
+
+    def evalsha(self, digest: str, numkeys: int, *keys_and_args: Any) -> None:
+        self._add("EVALSHA", digest, numkeys, *keys_and_args)
+
+    def get(self, key: str) -> None:
+        self._add("GET", key)
+
+    def set(self, key: str, value: Any) -> None:
+        self._add("SET", key, value)
+
+    def hget(self, key: str, field: str) -> None:
+        self._add("HGET", key, field)
+
+    def hmget(self, key: str, fields: Sequence[str], *more: str) -> None:
+        self._add("HMGET", key, *([fields] if isinstance(fields, str) else fields), *more)
+
+    def hgetall(self, key: str) -> None:
+        self._add("HGETALL", key, convert=_pairs)
+
+    def zcard(self, key: str) -> None:
+        self._add("ZCARD", key)
+
+    def zcount(self, key: str, low: Any, high: Any) -> None:
+        self._add("ZCOUNT", key, low, high)
+
+    def zrem(self, key: str, *members: Any) -> None:
+        self._add("ZREM", key, *members)
+
+    def srandmember(self, key: str, number: int | None = None) -> None:
+        self._add(*(("SRANDMEMBER", key) if number is None else ("SRANDMEMBER", key, number)))
+
+    def smembers(self, key: str) -> None:
+        self._add("SMEMBERS", key, convert=set)
+
+    def replies(self, raw: list[Any]) -> list[Any]:
+        return [
+            reply if convert is None or isinstance(reply, Exception) else convert(reply)
+            for reply, convert in zip(raw, self.converters, strict=True)
+        ]
+
+
+async def command(*args: Any) -> Any:
+    """One command on the multiplexed connection (on redis-py's client where it does not apply), for the
+    commands whose reply needs no conversion (strings, integers, lists of them)."""
+    if supported(redis_url()):
+        return await get_mux().execute(*args)
+    from core.redis import get_redis
+
+    return await get_redis().execute_command(*args)
+
+
 async def read_hash(key: str) -> dict[str, str]:
     """HGETALL on the multiplexed connection (on redis-py where it does not apply)."""
     if supported(redis_url()):

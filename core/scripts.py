@@ -87,37 +87,6 @@ async def _run_redis_py(name: str, keys: list[str], args: list[ScriptArg]) -> An
     return await script(keys=keys, args=args, client=client)
 
 
-class Pipe:
-    """The commands a `run_pipeline` builder queues, by the names of redis-py's pipeline methods, so a builder
-    serves both clients; only the commands the job path sends are here."""
-
-    __slots__ = ("commands",)
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[Any, ...]] = []
-
-    def evalsha(self, digest: str, numkeys: int, *keys_and_args: Any) -> None:
-        self.commands.append(("EVALSHA", digest, numkeys, *keys_and_args))
-
-    def get(self, key: str) -> None:
-        self.commands.append(("GET", key))
-
-    def set(self, key: str, value: Any) -> None:
-        self.commands.append(("SET", key, value))
-
-    def hget(self, key: str, field: str) -> None:
-        self.commands.append(("HGET", key, field))
-
-    def zcard(self, key: str) -> None:
-        self.commands.append(("ZCARD", key))
-
-    def zrem(self, key: str, *members: Any) -> None:
-        self.commands.append(("ZREM", key, *members))
-
-    def srandmember(self, key: str, number: int | None = None) -> None:
-        self.commands.append(("SRANDMEMBER", key) if number is None else ("SRANDMEMBER", key, number))
-
-
 def queue(pipe: Any, name: str, keys: list[str], args: list[ScriptArg]) -> None:
     """Queue script `name` on a pipeline built inside `run_pipeline`, as a bare EVALSHA: redis-py's own
     pipeline scripts would cost a SCRIPT EXISTS round trip on every execute."""
@@ -134,9 +103,9 @@ async def run_pipeline(operation: str, build: Callable[[Any], None]) -> list[Any
         lean = redis_mux.supported(redis_url())
         for _ in range(2):
             if lean:
-                pipe = Pipe()
+                pipe = redis_mux.Commands()
                 build(pipe)
-                replies = await redis_mux.get_mux().pipeline(pipe.commands)
+                replies = pipe.replies(await redis_mux.get_mux().pipeline(pipe.commands))
             else:
                 async with get_redis().pipeline(transaction=False) as redis_pipe:
                     build(redis_pipe)

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core import audit, metrics, scripts
+from core import audit, metrics, redis_mux, scripts
 from core.redis import PIPELINE_CHUNK, get_redis, keys, read_chunked
 from nodes import connections, reactions
 from nodes.health import check_heartbeat, pool_name, ready_services
@@ -170,7 +170,7 @@ async def record_heartbeat(message: NodeHeartbeat, conn: Connection) -> Heartbea
 
 
 async def _stored_languages(node_id: str) -> list[str]:
-    raw = await get_redis().hget(keys().node_meta(node_id), "languages")
+    raw = await redis_mux.command("HGET", keys().node_meta(node_id), "languages")
     return json.loads(raw) if raw else []
 
 

@@ -122,3 +122,30 @@ async def test_the_database_and_password_of_the_url_are_used(settings):
                 await redis_mux.get_mux().execute("PING")
         finally:
             redis_mux.forget()
+
+
+async def test_fleet_wide_reads_give_what_redis_py_gives(redis_url):
+    from core.redis import get_redis, read_chunked
+
+    client = get_redis()
+    ids = [f"n{i}" for i in range(450)]
+    for i, node in enumerate(ids):
+        await client.hset(f"meta:{node}", mapping={"status": "ready" if i % 3 else "offline", "drained": "0"})
+        if i % 5:
+            await client.zadd(f"slots:{node}", {f"a{j}": j for j in range(i % 5)})
+        await client.sadd(f"set:{node}", *(f"m{j}" for j in range(1 + i % 3)))
+
+    def queue(pipe, node):
+        pipe.hmget(f"meta:{node}", ["status", "drained"])
+        pipe.hget(f"meta:{node}", "status")
+        pipe.hgetall(f"meta:{node}")
+        pipe.zcount(f"slots:{node}", 1, "+inf")
+        pipe.smembers(f"set:{node}")
+
+    lean = await read_chunked(ids, queue, chunk=100)
+    async with client.pipeline(transaction=False) as pipe:
+        for node in ids:
+            queue(pipe, node)
+        assert lean == await pipe.execute()
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        await read_chunked(["x"], lambda pipe, _: pipe.hget("set:n0", "f"))
