@@ -204,6 +204,10 @@ def check_endings(
             row.document("accepted within the audit interval before a wipe, end forgotten", f"{job_id} {lost}")
         elif view.get("http") == 404:
             row.fail("end no longer answered (HTTP 404 afterwards)", job_id)
+        elif view.get("http") == 200 and (view.get("state"), now_reason) != (first["state"], first["reason"]) and (
+            settled := ended_in_audit_window(first, view.get("state"), now_reason, faults, timings)
+        ):
+            row.document("ended within the audit interval before a wipe, later settled STATE_LOST", f"{job_id} {settled}")
         elif view.get("http") == 200 and view.get("state") != first["state"]:
             row.fail("end changed afterwards", f"{job_id} {first['state']} then {view.get('state')}")
         elif view.get("http") == 200 and view.get("state") == "FAILED" and now_reason != first["reason"]:
@@ -232,6 +236,22 @@ def lost_in_audit_window(
     for fault in faults:
         if fault.get("kind") == "wipe" and not fault.get("skipped") and 0 <= fault["start"] - created <= interval:
             return f"(accepted {fault['start'] - created:.2f} s before the wipe; audit interval {interval:g} s)"
+    return ""
+
+
+def ended_in_audit_window(end: dict[str, Any], now_state: Any, now_reason: Any, faults: Events, timings: dict[str, float]) -> str:
+    """Why a changed end is the documented cost of a Redis wipe, or "" when it is not. architecture.md ("What a
+    Redis loss costs"): without persistence, an end answered within the last audit interval may still have been
+    on the audit stream the wipe took, so the database row stayed live and the reconciler settles it `FAILED
+    STATE_LOST`. So only a job whose later answer (API or database row) is exactly FAILED STATE_LOST and whose
+    first answered end (its Redis end time) came no more than AUDIT_INTERVAL_S before a wipe began."""
+    interval = timings.get("AUDIT_INTERVAL_S")
+    ended = (end.get("ended_at") or 0) / 1000
+    if interval is None or not ended or (now_state, now_reason) != ("FAILED", "STATE_LOST"):
+        return ""
+    for fault in faults:
+        if fault.get("kind") == "wipe" and not fault.get("skipped") and 0 <= fault["start"] - ended <= interval:
+            return f"(answered {end.get('state')} {fault['start'] - ended:.2f} s before the wipe; audit interval {interval:g} s)"
     return ""
 
 
@@ -321,6 +341,11 @@ def check_mirror(
                 row.document("accepted within the audit interval before a wipe, no row", f"{job_id} {lost}")
             else:
                 row.fail("job missing from the database", job_id)
+            continue
+        if (db["state"], db["reason"]) != (end["state"], end["reason"]) and (
+            settled := ended_in_audit_window(end, db["state"], db["reason"], faults, timings)
+        ):
+            row.document("ended within the audit interval before a wipe, row settled STATE_LOST", f"{job_id} {settled}")
             continue
         if db["state"] != end["state"]:
             row.fail("state differs", f"{job_id} database {db['state']}, answered {end['state']}")
