@@ -46,9 +46,16 @@ class Run:
                          "epoch_floor": 3},
         }  # fmt: skip
 
+        # One session on web 1: utterance 0 sent, its translation_result back.
+        self.sessions: list[dict[str, Any]] = [
+            {"t": T0, "ev": "s_open", "client": 0, "session": "s-00000001", "server": "ws://127.0.0.1:8001"},
+            {"t": T0 + 0.5, "ev": "s_utt", "session": "s-00000001", "i": 0, "seq": 4},
+            {"t": T0 + 1.0, "ev": "s_frame", "session": "s-00000001", "kind": "translation_result", "i": 0, "reason": "", "job": "job-s0"},
+        ]  # fmt: skip
+
     def write(self, folder: Path) -> Path:
         (folder / "timings.json").write_text(json.dumps(TIMINGS))
-        for name, events in (("client", self.client), ("nodes", self.nodes), ("history", self.history)):
+        for name, events in (("client", self.client), ("nodes", self.nodes), ("history", self.history), ("sessions", self.sessions)):
             (folder / f"{name}.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
         (folder / "final.json").write_text(json.dumps(self.final))
         return folder
@@ -62,7 +69,7 @@ def test_a_clean_history_holds_every_invariant(tmp_path: Path) -> None:
     report = check(Run().write(tmp_path))
 
     assert report.ok
-    assert [row.checked > 0 for row in report.rows] == [True] * 6
+    assert [row.checked > 0 for row in report.rows] == [True] * 7
 
 
 def test_a_job_whose_end_never_reached_the_client_breaks_i1(tmp_path: Path) -> None:
