@@ -64,7 +64,7 @@ class Cost:
 
 
 class RoundTrips:
-    """Counts what redis-py sends: one single command or one whole pipeline is one round trip."""
+    """Counts what the Redis clients send (redis-py and core/redis_mux.py): one single command or one whole pipeline is one round trip."""
 
     def __init__(self) -> None:
         self.by_step: Counter[str] = Counter()
@@ -78,9 +78,22 @@ class RoundTrips:
 
     @contextlib.contextmanager
     def hooked(self) -> Iterator[RoundTrips]:
+        from core.redis_mux import MuxClient
+
         single = async_client.Redis.execute_command
         pipelined = async_client.Pipeline.execute
+        mux_single = MuxClient.execute
+        mux_pipelined = MuxClient.pipeline
         counter = self
+
+        async def mux_execute(client: Any, *args: Any) -> Any:
+            counter.note([_name(args)])
+            return await mux_single(client, *args)
+
+        async def mux_pipeline(client: Any, commands: Any) -> Any:
+            if commands:
+                counter.note([_name(command) for command in commands])
+            return await mux_pipelined(client, commands)
 
         async def execute_command(client: Any, *args: Any, **options: Any) -> Any:
             if not isinstance(client, async_client.Pipeline):
@@ -94,11 +107,15 @@ class RoundTrips:
 
         async_client.Redis.execute_command = execute_command  # type: ignore[method-assign]
         async_client.Pipeline.execute = execute  # type: ignore[method-assign]
+        MuxClient.execute = mux_execute  # type: ignore[method-assign]
+        MuxClient.pipeline = mux_pipeline  # type: ignore[method-assign]
         try:
             yield self
         finally:
             async_client.Redis.execute_command = single  # type: ignore[method-assign]
             async_client.Pipeline.execute = pipelined  # type: ignore[method-assign]
+            MuxClient.execute = mux_single  # type: ignore[method-assign]
+            MuxClient.pipeline = mux_pipelined  # type: ignore[method-assign]
 
 
 @functools.cache

@@ -124,17 +124,25 @@ async def refresh_shared_rows(max_age_s: float) -> Rows:
     return rows
 
 
+async def cached_rows() -> Rows | None:
+    """The shared copy when one lives (one GET), else None."""
+    from core.redis import get_redis, keys
+
+    cached = await get_redis().get(keys().metrics_snapshot)
+    if cached is None:
+        return None
+    return {key: [(labels, value) for labels, value in samples] for key, samples in json.loads(cached).items()}
+
+
 async def shared_rows(max_age_s: float) -> Rows:
     """The live-state samples as of at most `max_age_s` ago: the shared copy while it lives (one GET), else a
     fresh read, stored for the others. The Celery beat refreshes the copy before it expires, so web processes
     read the fleet only when no beat runs (then one read per instance per interval at most)."""
-    from core.redis import get_redis, keys
-
     if max_age_s <= 0:
         return await live_rows()
-    cached = await get_redis().get(keys().metrics_snapshot)
+    cached = await cached_rows()
     if cached is not None:
-        return {key: [(labels, value) for labels, value in samples] for key, samples in json.loads(cached).items()}
+        return cached
     return await refresh_shared_rows(max_age_s)
 
 

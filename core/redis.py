@@ -108,8 +108,11 @@ def get_sync_redis() -> redis.Redis:
 def reset_clients() -> None:
     """Forget cached clients (tests point the settings at a fresh Redis)."""
     global _sync_client
+    from core import redis_mux
+
     _sync_client = None
     _async_clients.clear()
+    redis_mux.forget()
 
 
 def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -120,11 +123,16 @@ def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """
 
     async def runner() -> T:
+        from core import redis_mux
+
         loop = asyncio.get_running_loop()
         had_client = loop in _async_clients
+        had_mux = redis_mux.has_client(loop)
         try:
             return await fn(*args, **kwargs)
         finally:
+            if not had_mux:
+                redis_mux.forget(loop)
             if not had_client and (client := _async_clients.pop(loop, None)) is not None:
                 await client.aclose()
 

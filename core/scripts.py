@@ -19,8 +19,8 @@ from typing import Any
 import redis
 from redis.commands.core import AsyncScript, Script
 
-from core import metrics
-from core.redis import UNAVAILABLE, get_redis, get_sync_redis
+from core import metrics, redis_mux
+from core.redis import UNAVAILABLE, get_redis, get_sync_redis, redis_url
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 
@@ -49,23 +49,73 @@ _async_scripts: dict[str, AsyncScript] = {}
 _sync_scripts: dict[str, Script] = {}
 
 
+def _observe(operation: str, seconds: float) -> None:
+    child = _latency.get(operation)
+    if child is None:
+        child = _latency[operation] = metrics.REDIS_LATENCY.labels(operation=operation)
+    child.observe(seconds)
+
+
+_latency: dict[str, Any] = {}
+
+
 async def run(name: str, keys: list[str], args: list[ScriptArg]) -> Any:
-    """Run script `name` on the loop's client; Redis errors are counted and re-raised."""
+    """Run script `name` on the loop's multiplexed connection (`core/redis_mux.py`); Redis errors are counted
+    and re-raised. A script Redis does not have (restart, SCRIPT FLUSH) is sent whole with EVAL, which also
+    loads it."""
+    started = time.perf_counter()
+    try:
+        if not redis_mux.supported(redis_url()):
+            return await _run_redis_py(name, keys, args)
+        client = redis_mux.get_mux()
+        try:
+            return await client.execute("EVALSHA", sha(name), len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await client.execute("EVAL", source(name), len(keys), *keys, *args)
+    except (*UNAVAILABLE, redis.ResponseError):
+        metrics.REDIS_ERRORS.labels(operation=name).inc()
+        raise
+    finally:
+        _observe(name, time.perf_counter() - started)
+
+
+async def _run_redis_py(name: str, keys: list[str], args: list[ScriptArg]) -> Any:
     client = get_redis()
     script = _async_scripts.get(name)
     if script is None:
         script = _async_scripts[name] = client.register_script(source(name))
-    started = time.perf_counter()
-    try:
-        return await script(keys=keys, args=args, client=client)
-    except UNAVAILABLE:
-        metrics.REDIS_ERRORS.labels(operation=name).inc()
-        raise
-    except redis.ResponseError:
-        metrics.REDIS_ERRORS.labels(operation=name).inc()
-        raise
-    finally:
-        metrics.REDIS_LATENCY.labels(operation=name).observe(time.perf_counter() - started)
+    return await script(keys=keys, args=args, client=client)
+
+
+class Pipe:
+    """The commands a `run_pipeline` builder queues, by the names of redis-py's pipeline methods, so a builder
+    serves both clients; only the commands the job path sends are here."""
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def evalsha(self, digest: str, numkeys: int, *keys_and_args: Any) -> None:
+        self.commands.append(("EVALSHA", digest, numkeys, *keys_and_args))
+
+    def get(self, key: str) -> None:
+        self.commands.append(("GET", key))
+
+    def set(self, key: str, value: Any) -> None:
+        self.commands.append(("SET", key, value))
+
+    def hget(self, key: str, field: str) -> None:
+        self.commands.append(("HGET", key, field))
+
+    def zcard(self, key: str) -> None:
+        self.commands.append(("ZCARD", key))
+
+    def zrem(self, key: str, *members: Any) -> None:
+        self.commands.append(("ZREM", key, *members))
+
+    def srandmember(self, key: str, number: int | None = None) -> None:
+        self.commands.append(("SRANDMEMBER", key) if number is None else ("SRANDMEMBER", key, number))
 
 
 def queue(pipe: Any, name: str, keys: list[str], args: list[ScriptArg]) -> None:
@@ -79,16 +129,22 @@ async def run_pipeline(operation: str, build: Callable[[Any], None]) -> list[Any
     one round trip and return their replies. A script Redis does not have (restart, SCRIPT FLUSH) did not
     run: it is loaded and the whole pipeline built and sent again, so the commands beside a script must be
     safe to repeat (reads, idempotent writes). Redis errors are counted and re-raised."""
-    client = get_redis()
     started = time.perf_counter()
     try:
+        lean = redis_mux.supported(redis_url())
         for _ in range(2):
-            async with client.pipeline(transaction=False) as pipe:
+            if lean:
+                pipe = Pipe()
                 build(pipe)
-                replies = await pipe.execute(raise_on_error=False)
+                replies = await redis_mux.get_mux().pipeline(pipe.commands)
+            else:
+                async with get_redis().pipeline(transaction=False) as redis_pipe:
+                    build(redis_pipe)
+                    replies = await redis_pipe.execute(raise_on_error=False)
             missing = [reply for reply in replies if isinstance(reply, redis.exceptions.NoScriptError)]
             if not missing:
                 break
+            client = get_redis()
             every = names()
             for name, present in zip(every, await client.script_exists(*map(sha, every)), strict=True):
                 if not present:
@@ -101,7 +157,7 @@ async def run_pipeline(operation: str, build: Callable[[Any], None]) -> list[Any
         metrics.REDIS_ERRORS.labels(operation=operation).inc()
         raise
     finally:
-        metrics.REDIS_LATENCY.labels(operation=operation).observe(time.perf_counter() - started)
+        _observe(operation, time.perf_counter() - started)
 
 
 def run_blocking(name: str, keys: list[str], args: list[ScriptArg]) -> Any:

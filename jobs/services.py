@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from core import metrics, scripts
+from core import metrics, redis_mux, scripts
 from core.redis import get_redis, keys
 from jobs import placement, reconcile, transitions, waiters
 from jobs.deadlines import sweep_deadlines
@@ -192,8 +192,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
     """The job's live view: one HGETALL (attempts are fields of the job hash), and one more read only when
     the node streamed partial text."""
     k = keys()
-    client = get_redis()
-    job = await client.hgetall(k.job(job_id))
+    job = await redis_mux.read_hash(k.job(job_id))
     if not job:
         return await _from_mirror(job_id)
     attempts = transitions.attempts_of(job)
@@ -217,7 +216,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
     if job.get("result"):
         view["result"] = json.loads(job["result"])
     if int(job.get("partials") or 0):
-        view["partials"] = [json.loads(p) for p in await client.lrange(k.job_partials(job_id), 0, -1)]
+        view["partials"] = [json.loads(p) for p in await get_redis().lrange(k.job_partials(job_id), 0, -1)]
     if job.get("error") and job["state"] in (JobState.FAILED, JobState.CANCELLED):
         view["error"] = json.loads(job["error"])
     return view

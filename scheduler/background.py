@@ -119,19 +119,31 @@ async def _run_jobs() -> None:
 async def _run_stats() -> None:
     """A point of the live page's history per interval, written by whichever instance claims it first."""
     from core import metrics, stats
-    from nodes.services import count_ready
 
     while True:
         interval = settings.STATS_SAMPLE_INTERVAL_S
         # Just past each interval boundary, so instances race for the same interval.
         await asyncio.sleep(interval - time.time() % interval + 0.05)
         try:
-            if await stats.sample(count_ready):
+            if await stats.sample(ready_nodes):
                 metrics.STATS_SAMPLES.inc()
         except UNAVAILABLE:
             log.warning("stats sample skipped: Redis unavailable", extra={"event": "redis_down"})
         except Exception:
             log.exception("stats sample failed", extra={"event": "stats_failed"})
+
+
+async def ready_nodes() -> int:
+    """Ready nodes for the live page's history: from the live-state snapshot the Celery beat shares through
+    Redis (one GET, whatever the fleet), so a web process does not walk every node each interval. Only when
+    no snapshot is there (no beat running) does the sampling instance count them itself."""
+    from console.collector import cached_rows
+    from nodes.services import count_ready
+
+    rows = await cached_rows() if settings.METRICS_SNAPSHOT_MAX_AGE_S > 0 else None
+    if rows is None:
+        return await count_ready()
+    return int(sum(value for labels, value in rows.get("nodes", []) if labels == ["ready"]))
 
 
 async def _advertise(open_sockets: int) -> None:

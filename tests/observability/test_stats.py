@@ -56,3 +56,26 @@ async def test_instances_racing_for_an_interval_write_one_point(settings):
     assert (point["ended"], point["completed"], point["failed"], point["pools"]) == (2, 1, {"NODE_ERROR": 1}, {"en-zh": 1})
     assert [f["job_id"] for f in await stats.read_recent_failures()] == ["job-1"]
     assert await get_redis().llen(keys().stats_series) == 1
+
+
+async def test_the_sampler_takes_ready_nodes_from_the_shared_snapshot_and_walks_the_fleet_only_without_one(settings):
+    import json
+
+    from scheduler.background import ready_nodes
+
+    settings.METRICS_SNAPSHOT_MAX_AGE_S = 10
+    client = get_redis()
+    k = keys()
+    # Two nodes Redis knows as ready: what a walk of the fleet finds.
+    for node_id in ("node-A", "node-B"):
+        await client.sadd(k.nodes_all, node_id)
+        await client.hset(k.node_meta(node_id), mapping={"status": "ready", "drained": "0"})
+    assert await ready_nodes() == 2
+    # The beat's shared copy says 7: the sampler answers from it with one GET and reads no node.
+    rows = {"nodes": [[["ready"], 7], [["offline"], 3]]}
+    await client.set(k.metrics_snapshot, json.dumps(rows), px=10_000)
+    await client.config_resetstat()
+    assert await ready_nodes() == 7
+    commands = await client.info("commandstats")
+    assert commands["cmdstat_get"]["calls"] == 1
+    assert not {"cmdstat_smembers", "cmdstat_hmget"} & set(commands), commands
