@@ -193,6 +193,10 @@ class LiveSession:
         except InvalidJob as exc:
             await self._final(job, services.missing_frame(self.ctx, job.index, exc.code, message=exc.message))
             return
+        except JobNotFound as lost:
+            # Created and placed, then Redis lost its data before the submission read the job back.
+            await self._lost(job, str(lost.args[0]) if lost.args else None)
+            return
         except UNAVAILABLE:
             metrics.REDIS_ERRORS.labels(operation="session_submit").inc()
             log.warning("utterance not submitted: Redis unavailable", extra={"event": "redis_down", "session_id": self.ctx.session_id})
@@ -213,11 +217,7 @@ class LiveSession:
                 await self._final(job, services.missing_frame(self.ctx, job.index, "DEPENDENCY_DOWN", job_id))
                 continue
             except JobNotFound:
-                # Redis lost its data before the job's creation reached the database (architecture.md, "What
-                # a Redis loss costs"): nobody will end it, and the client hears so instead of waiting.
-                log.warning("utterance job lost with Redis's data", extra={"event": "job_state_lost", "session_id": self.ctx.session_id, "job_id": job_id})
-                await self._final(job, services.missing_frame(self.ctx, job.index, "STATE_LOST", job_id,
-                                                              message="the scheduler lost this utterance's job with its state store's data"))  # fmt: skip
+                await self._lost(job, job_id)
                 continue
             except Exception:
                 # The job runs on; only this session's view of it is lost, and the client hears why.
@@ -225,6 +225,13 @@ class LiveSession:
                 await self._final(job, services.missing_frame(self.ctx, job.index, "INTERNAL_ERROR", job_id))
                 continue
             await self._final(job, services.result_frame(self.ctx, job.index, view))
+
+    async def _lost(self, job: UtteranceJob, job_id: str | None) -> None:
+        """Redis lost its data before the job's creation reached the database (architecture.md, "What a
+        Redis loss costs"): nobody will end the job, and the client hears so instead of waiting."""
+        log.warning("utterance job lost with Redis's data", extra={"event": "job_state_lost", "session_id": self.ctx.session_id, "job_id": job_id})
+        await self._final(job, services.missing_frame(self.ctx, job.index, "STATE_LOST", job_id,
+                                                      message="the scheduler lost this utterance's job with its state store's data"))  # fmt: skip
 
     async def _final(self, job: UtteranceJob, frame: dict[str, Any]) -> None:
         kind = frame["type"]
