@@ -60,6 +60,37 @@ class CredentialForm(forms.ModelForm):
         return expires_at
 
 
+# Written when a credential is issued, revoked or used; shown on its page, never edited there.
+RECORD_FIELDS = ("created_at", "created_by", "revoked_at", "revoked_by", "last_used_at")
+
+
+class CredentialAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
+    """What the API key and node token admins share: the add form, then a page with the id and the record,
+    a filter and an action for revocation, and no deletion."""
+
+    # The add form's fields, shown again (after the id) on the credential's page.
+    add_fields: tuple[str, ...] = ()
+    # Of those, the ones that cannot change once the credential is issued.
+    fixed_fields: tuple[str, ...] = ()
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    actions = ("revoke",)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return self.add_fields
+        # secret_hash is never listed: even a hash of a bearer secret has no business on a screen.
+        return ("id", *self.add_fields, *RECORD_FIELDS)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        return ("id", *self.fixed_fields, *RECORD_FIELDS)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting would drop the trail of who held it; revoking keeps it.
+        return False
+
+
 class ApiKeyForm(CredentialForm):
     scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
 
@@ -72,40 +103,16 @@ class ApiKeyForm(CredentialForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
+class ApiKeyAdmin(CredentialAdmin):
     secret_label = "API key"
     secret_hint = "Send it as: Authorization: Bearer <key>"
     form = ApiKeyForm
     list_display = ("id", "name", "scopes_display", "created_at", "expires_at", "revoked_at", "last_used_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("id", "name")
-    actions = ("revoke",)
-
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ("name", "scopes", "expires_at")
-        # secret_hash is never listed.
-        return (
-            "id",
-            "name",
-            "scopes",
-            "expires_at",
-            "created_at",
-            "created_by",
-            "revoked_at",
-            "revoked_by",
-            "last_used_at",
-        )
-
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ()
-        # Scopes stay editable (every request reads them afresh); revocation goes through the action so it
-        # cannot be undone by clearing a date field.
-        return ("id", "expires_at", "created_at", "created_by", "revoked_at", "revoked_by", "last_used_at")
-
-    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
-        return False
+    add_fields = ("name", "scopes", "expires_at")
+    # Scopes stay editable (every request reads them afresh); revocation goes through the action so it
+    # cannot be undone by clearing a date field.
+    fixed_fields = ("expires_at",)
 
     @admin.display(description="scopes")
     def scopes_display(self, key: ApiKey) -> str:

@@ -20,7 +20,7 @@ class Scope(models.TextChoices):
     SESSIONS = "sessions"
 
 
-class ApiKey(models.Model):
+class ApiKey(credentials.StoredCredential, models.Model):
     PREFIX = "ak_"
 
     id = models.CharField(primary_key=True, max_length=32, editable=False)
@@ -60,20 +60,6 @@ class ApiKey(models.Model):
             created_by=created_by,
         )
         return key, f"{public_id}.{secret}"
-
-    @classmethod
-    def authenticate(cls, presented: str) -> ApiKey | None:
-        parts = credentials.split(presented)
-        if parts is None:
-            return None
-        key = cls.objects.filter(pk=parts[0]).first()
-        if key is None or not credentials.matches(parts[1], key.secret_hash) or not key.is_active():
-            return None
-        return key
-
-    def is_active(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     @classmethod
     def revoke(cls, keys: models.QuerySet[ApiKey], actor: str) -> int:

@@ -167,6 +167,7 @@ async def start_nodes(
     real node they never ack unless `acks`."""
     from nodes import connections
     from nodes import services as nodes
+    from nodes.registration import register_node
     from nodes.schemas import parse_node_message
     from nodes.simulator import SimulatedNode, SimulatedNodeConfig
 
@@ -179,7 +180,7 @@ async def start_nodes(
         node = InProcessNode(builder, f"{name}.local!{i}")
         conn = nodes.Connection(token=None, channel=node.channel)
         connections.LOCAL[node.channel] = node
-        registration = await nodes.register_node(parse_node_message(builder.build_register()), conn)
+        registration = await register_node(parse_node_message(builder.build_register()), conn)
         builder.node_id = registration.node_id
         await nodes.record_heartbeat(parse_node_message(builder.build_heartbeat()), conn)
         started.append(node)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def _run_python(env: Environment, scenario: JobScenario, servers: list[Any], nod
         time.sleep(scenario.warmup_s)
         processes = _processes(env, scenario, servers, nodes) | {"bench submitters": [submitters.pid]}
         profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
-        window = _measure(env, scenario.duration_s, processes, profiler)
+        window = _measure(env, scenario.duration_s, processes, profiler, servers)
     finally:
         finished: list[submit.Finished] = submitters.stop()
     return window, finished
@@ -101,7 +101,7 @@ def _run_wrk(env: Environment, scenario: JobScenario, servers: list[Any], nodes:
         processes = _processes(env, scenario, servers, nodes) | {"wrk": [run.pid for run in runs]}
         profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
         done_before = _jobs_done(env)
-        window = _measure(env, scenario.duration_s, processes, profiler)
+        window = _measure(env, scenario.duration_s, processes, profiler, servers)
         done_in_window = _jobs_done(env) - done_before
         counts = [run.finish() for run in runs]
     finally:
@@ -135,11 +135,17 @@ class Window:
     cpu: list[ProcessUsage]
     redis_calls: dict[str, int]
     profile: dict[str, Any] | None
+    loop: dict[str, Any] = field(default_factory=dict)
 
 
-def _measure(env: Environment, duration_s: float, processes: dict[str, list[int]], profiler: Profiler | None) -> Window:
+def _measure(env: Environment, duration_s: float, processes: dict[str, list[int]], profiler: Profiler | None,
+             servers: list[Any] | None = None) -> Window:  # fmt: skip
+    from bench import heartbeats
+
     client = env.client()
     cpu = CpuWindow(processes)
+    metrics_dir = servers[0].extra_env.get("PROMETHEUS_MULTIPROC_DIR") if servers else None
+    metrics_before = heartbeats.read_metrics(metrics_dir) if metrics_dir else None
     calls_before = command_calls(client)
     cpu.start()
     started = time.time()
@@ -149,7 +155,18 @@ def _measure(env: Environment, duration_s: float, processes: dict[str, list[int]
     ended = time.time()
     usage = cpu.stop()
     calls = command_delta(calls_before, command_calls(client))
-    return Window(started, ended, usage, calls, profiler.finish() if profiler else None)
+    loop: dict[str, Any] = {}
+    if metrics_dir and metrics_before:
+        # What held the web processes' event loops in the window (every web process writes the same folder).
+        after = heartbeats.read_metrics(metrics_dir)
+        loop = {
+            "event_loop_lag_ms": heartbeats.quantiles_ms(metrics_before, after, "lag"),
+            "gc_passes": {name: round(series.get(float("inf"), 0.0) - metrics_before.others.get(name, {}).get(float("inf"), 0.0))
+                          for name, series in sorted(after.others.items()) if name.startswith("gc:")},
+            "gc_pause_p99_le_ms": {name: heartbeats.quantiles_ms(metrics_before, after, name)["p99_le"]
+                                   for name in sorted(after.others) if name.startswith("gc:")},
+        }  # fmt: skip
+    return Window(started, ended, usage, calls, profiler.finish() if profiler else None, loop)
 
 
 def _report(env: Environment, scenario: JobScenario, window: Window, finished: list[submit.Finished],
@@ -159,7 +176,7 @@ def _report(env: Environment, scenario: JobScenario, window: Window, finished: l
     done = [job for job in inside if job.state == "DONE"]
     completed = wrk_counts["done_in_window"] if wrk_counts else len(done)
     per_job = max(completed, 1)
-    scheduling = _scheduling_latencies(env, outcome.assigned_at, window)
+    scheduling, dispatching = _scheduling_latencies(env, outcome.assigned_at, window)
     total_calls = sum(window.redis_calls.values())
     return {
         "scenario": asdict(scenario),
@@ -167,8 +184,14 @@ def _report(env: Environment, scenario: JobScenario, window: Window, finished: l
         "completed": completed,
         "not_done": _count_states(job for job in inside if job.state != "DONE"),
         "throughput_jobs_per_s": round(completed / seconds, 2),
-        "end_to_end_ms": summary_ms(job.latency_s for job in done if job.latency_s is not None),
+        "end_to_end_ms": _wrk_end_to_end(wrk_counts) if wrk_counts else summary_ms(
+            job.latency_s for job in done if job.latency_s is not None
+        ),
         "scheduling_ms": summary_ms(scheduling),
+        # The server's part of it: created_at -> dispatched_at, both stamped by Redis TIME in the job's scripts
+        # (without the frame's way to the node and the node process's own event loop).
+        "dispatching_ms": summary_ms(dispatching),
+        **window.loop,
         "redis_commands_per_job": round(total_calls / per_job, 2),
         "redis_commands_top_per_job": {name: round(n / per_job, 2) for name, n in list(window.redis_calls.items())[:12]},
         "processes": usage_rows(window.cpu, seconds, completed),
@@ -179,6 +202,16 @@ def _report(env: Environment, scenario: JobScenario, window: Window, finished: l
     }
 
 
+def _wrk_end_to_end(counts: dict[str, Any]) -> dict[str, Any]:
+    """wrk's request latencies are the jobs' end-to-end latencies (POST with `?wait` to the answer) when every
+    job was answered by its POST (no GET long-poll followed); otherwise a job's latency spans requests wrk
+    times apart, and none is given. Over wrk's whole run, not only the window."""
+    latency = counts.get("latency_ms") or {}
+    if counts.get("polls") or not latency:
+        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    return {"count": counts.get("requests", 0), **latency}
+
+
 def _count_states(jobs: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for job in jobs:
@@ -187,19 +220,22 @@ def _count_states(jobs: Any) -> dict[str, int]:
     return counts
 
 
-def _scheduling_latencies(env: Environment, assigned_at: dict[str, float], window: Window) -> list[float]:
-    """created_at (server, ms) -> job_assign at the node, for first attempts of jobs created in the window."""
+def _scheduling_latencies(env: Environment, assigned_at: dict[str, float], window: Window) -> tuple[list[float], list[float]]:
+    """For first attempts of jobs created in the window: created_at (server, ms) -> job_assign at the node,
+    and created_at -> dispatched_at (both Redis TIME)."""
     from core.redis import keys
 
     job_ids = list(assigned_at)
     pipe = env.client().pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.hget(keys().job(job_id), "created_at")
-    latencies = []
-    for job_id, created_ms in zip(job_ids, pipe.execute(), strict=True):
+        pipe.hmget(keys().job(job_id), ["created_at", "dispatched_at", "attempt_id"])
+    latencies, dispatching = [], []
+    for job_id, (created_ms, dispatched_ms, attempt) in zip(job_ids, pipe.execute(), strict=True):
         if created_ms is None:
             continue
         created = int(created_ms) / 1000
         if window.started <= created < window.ended:
             latencies.append(assigned_at[job_id] - created)
-    return latencies
+            if dispatched_ms and attempt == "1":
+                dispatching.append((int(dispatched_ms) - int(created_ms)) / 1000)
+    return latencies, dispatching

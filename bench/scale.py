@@ -27,7 +27,7 @@ class ScaleScenario:
     large: int = 10_000
     rate: float = 40.0
     concurrency: int = 16
-    connect_rate: float = 50.0
+    connect_rate: float = 100.0
     warmup_s: float = 3.0
     duration_s: float = 15.0
 

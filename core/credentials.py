@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime
+from typing import Any, Self
+
+from django.utils import timezone
 
 
 def mint(prefix: str) -> tuple[str, str]:
@@ -37,3 +41,28 @@ def public_id(presented: str | None) -> str:
 
 def matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+class StoredCredential:
+    """What the models of node tokens and API keys share: looked up by a presented `<id>.<secret>`, usable
+    while neither revoked nor expired. Mixed into a model with `secret_hash`, `expires_at` and `revoked_at`."""
+
+    objects: Any
+    secret_hash: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def authenticate(cls, presented: str) -> Self | None:
+        """The active credential matching a presented `<id>.<secret>`, or None."""
+        parts = split(presented)
+        if parts is None:
+            return None
+        found = cls.objects.filter(pk=parts[0]).first()
+        if found is None or not matches(parts[1], found.secret_hash) or not found.is_active():
+            return None
+        return found
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

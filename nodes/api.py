@@ -28,8 +28,9 @@ from access.auth import actor_of, client_address, require
 from access.models import Scope
 from core import credentials, metrics, safe_json
 from core.redis import UNAVAILABLE
-from nodes import services
+from nodes import services, tokens
 from nodes.models import NodeStatus
+from nodes.registration import RegistrationRejected, register_node
 from nodes.schemas import (
     DISPATCH_URL_PATTERN,
     AsrPartial,
@@ -42,7 +43,7 @@ from nodes.schemas import (
     NodeRegister,
     parse_node_message,
 )
-from nodes.services import Connection, NodeNotFound, RegistrationRejected, TokenInfo
+from nodes.services import Connection, NodeNotFound, TokenInfo
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class NodeTokenAuth(HttpBearer):
                 {"retry_after_s": exc.retry_after_s},
                 retry_after_s=exc.retry_after_s,
             ) from None
-        info = await services.authenticate_token(token)
+        info = await tokens.authenticate_token(token)
         if info is None:
             # Also in tokenless mode: a token that was sent must be good, as on the socket.
             metrics.API_KEY_REJECTIONS.labels(reason="node_token_invalid").inc()
@@ -310,7 +311,7 @@ async def link_register(request: HttpRequest) -> dict[str, Any]:
     )
     metrics.NODE_MESSAGES.labels(type=message.type).inc()
     with _as_frames():
-        registration = await services.register_node(message, conn)
+        registration = await register_node(message, conn)
     return {
         "type": "node_register_ack",
         "node_id": registration.node_id,

@@ -18,7 +18,8 @@ from django.conf import settings
 from access import throttle
 from core import credentials, metrics, safe_json
 from core.redis import UNAVAILABLE
-from nodes import connections, services
+from nodes import connections, services, tokens
+from nodes.registration import RegistrationRejected, register_node
 from nodes.schemas import (
     AsrPartial,
     BadMessage,
@@ -30,7 +31,7 @@ from nodes.schemas import (
     NodeRegister,
     parse_node_message,
 )
-from nodes.services import Connection, RegistrationRejected
+from nodes.services import Connection
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         address = self._client_address()
         try:
             await throttle.check("node_token", address)
-            token = await services.authenticate_token(presented)
+            token = await tokens.authenticate_token(presented)
         except throttle.Throttled:
             metrics.NODE_HANDSHAKES_REJECTED.labels(reason="rate_limited").inc()
             await self.close()  # HTTP 403, without a database read
@@ -280,7 +281,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
             raise ProtocolError("BAD_MESSAGE", "this connection is already registered as another node", {"node_id": self.node_id})
         if self.node_id is not None and message.node_id is None:
             message = message.model_copy(update={"node_id": self.node_id})
-        registration = await services.register_node(message, self.conn)
+        registration = await register_node(message, self.conn)
         if self.node_id is None and settings.NODE_IDLE_TIMEOUT_S > 0:
             self._arm_idle_check(settings.NODE_IDLE_TIMEOUT_S)
         elif self.node_id is None and self._timer is not None:
@@ -310,7 +311,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         if outcome.result == "unknown" and self.register_message is not None:
             # Redis lost the node (restart, flush) or swept it offline while this socket lived: re-register
             # from what the node told us, so it comes back without reconnecting.
-            await services.register_node(self.register_message, self.conn)
+            await register_node(self.register_message, self.conn)
             outcome = await services.record_heartbeat(message, self.conn)
         metrics.NODE_HEARTBEAT_SECONDS.observe(time.perf_counter() - started)
         if outcome.result == "stale":

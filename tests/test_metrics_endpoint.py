@@ -6,6 +6,7 @@ import pytest
 
 from core.redis import run_sync
 from nodes import services
+from nodes.registration import RegistrationRejected, register_node
 from nodes.schemas import parse_node_message
 from tests.factories import reference_heartbeat, register_message
 from tests.support.metrics import scrape
@@ -14,7 +15,7 @@ from tests.support.metrics import scrape
 @pytest.mark.django_db(transaction=True)
 def test_nodes_by_status_is_read_from_redis_at_each_scrape(client):
     conn = services.Connection(token=None)
-    registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
+    registration = run_sync(register_node, parse_node_message(register_message()), conn)
     assert scrape(client)[("scheduler_nodes", (("status", "registering"),))] == 1
 
     run_sync(services.record_heartbeat, parse_node_message(reference_heartbeat(registration.node_id)), conn)
@@ -30,9 +31,9 @@ def test_nodes_by_status_is_read_from_redis_at_each_scrape(client):
 def test_registrations_rejections_heartbeats_and_bad_messages_are_counted(client):
     before = scrape(client)
     conn = services.Connection(token=None)
-    with pytest.raises(services.RegistrationRejected):
-        run_sync(services.register_node, parse_node_message(register_message(capability_schema_version="1.0")), conn)
-    registration = run_sync(services.register_node, parse_node_message(register_message()), conn)
+    with pytest.raises(RegistrationRejected):
+        run_sync(register_node, parse_node_message(register_message(capability_schema_version="1.0")), conn)
+    registration = run_sync(register_node, parse_node_message(register_message()), conn)
     run_sync(services.record_heartbeat, parse_node_message(reference_heartbeat(registration.node_id)), conn)
     after = scrape(client)
 

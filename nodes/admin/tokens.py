@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from access.admin import CredentialForm, ShowSecretOnceMixin
+from access.admin import CredentialAdmin, CredentialForm
 from nodes import services
 from nodes.admin.live import (
     REDIS_DOWN,
@@ -15,6 +15,7 @@ from nodes.admin.live import (
     _for_each,
 )
 from nodes.models import NodeToken
+from nodes.tokens import revoke_token
 
 # --- node tokens ------------------------------------------------------------------------------------------------
 
@@ -33,50 +34,16 @@ class NodeTokenForm(CredentialForm):
 
 
 @admin.register(NodeToken)
-class NodeTokenAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
+class NodeTokenAdmin(CredentialAdmin):
     secret_label = "node token"
     secret_hint = "Nodes connect to ws://<host>/ws/node?token=<token> (or send it as a Bearer header)."
     form = NodeTokenForm
     list_display = ("id", "name", "bound_node", "created_at", "expires_at", "revoked_at", "last_used_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("id", "name", "node_id")
-    actions = ("revoke",)
-
-    def get_fields(self, request: HttpRequest, obj: NodeToken | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ("name", "node_id", "expires_at")
-        # secret_hash is never listed: even a hash of a bearer secret has no business on a screen.
-        return (
-            "id",
-            "name",
-            "node_id",
-            "expires_at",
-            "created_at",
-            "created_by",
-            "revoked_at",
-            "revoked_by",
-            "last_used_at",
-        )
-
-    def get_readonly_fields(self, request: HttpRequest, obj: NodeToken | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ()
-        # Binding and expiry are copied onto live connections at handshake, so editing them later would
-        # not reach sockets already open: revoke and issue a new token instead.
-        return (
-            "id",
-            "node_id",
-            "expires_at",
-            "created_at",
-            "created_by",
-            "revoked_at",
-            "revoked_by",
-            "last_used_at",
-        )
-
-    def has_delete_permission(self, request: HttpRequest, obj: NodeToken | None = None) -> bool:
-        # Deleting would drop the trail of who held it; revoking keeps it.
-        return False
+    add_fields = ("name", "node_id", "expires_at")
+    # Binding and expiry are copied onto live connections at handshake, so editing them later would
+    # not reach sockets already open: revoke and issue a new token instead.
+    fixed_fields = ("node_id", "expires_at")
 
     @admin.display(description="bound node")
     def bound_node(self, token: NodeToken) -> str:
@@ -101,7 +68,7 @@ class NodeTokenAdmin(ShowSecretOnceMixin, admin.ModelAdmin):
         ids = list(queryset.values_list("id", flat=True))
         actor = _actor(request)
         # Already revoked tokens go through the service too: it re-flags their live nodes in Redis.
-        outcomes = _for_each(lambda token_id: services.revoke_token(token_id, actor), ids)
+        outcomes = _for_each(lambda token_id: revoke_token(token_id, actor), ids)
         done = [
             f"{token_id} ({told} live connection{'s' if told != 1 else ''} closed)"
             for token_id, told in outcomes.items()

@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from core import audit
 from core.redis import run_sync
 from nodes import services
+from nodes.registration import register_node
 from nodes.schemas import NodeHeartbeat, NodeRegister
 from nodes.services import Connection, TokenInfo
 from tests.factories import heartbeat_message, register_message
@@ -34,7 +35,7 @@ def start_node(
     """Register `node_id` (and heartbeat it to `ready`), then write the audit trail to the database."""
     conn = Connection(token=token, channel=channel)
     message = NodeRegister.model_validate(register_message(node_id=node_id, **register))
-    registration = run_sync(services.register_node, message, conn)
+    registration = run_sync(register_node, message, conn)
     if ready:
         heartbeat = NodeHeartbeat.model_validate(heartbeat_message(registration.node_id))
         outcome = run_sync(services.record_heartbeat, heartbeat, conn)

@@ -12,6 +12,7 @@ from django.urls import reverse
 from core.redis import get_sync_redis, keys, run_sync
 from nodes import services
 from nodes.models import Node
+from nodes.registration import register_node
 from nodes.schemas import NodeRegister
 from nodes.services import Connection
 from tests.admin.conftest import column, start_node
@@ -120,7 +121,7 @@ def test_the_node_list_mentions_live_nodes_the_audit_writer_has_not_recorded_yet
 ) -> None:
     start_node("node-A")
     message = NodeRegister.model_validate(register_message(node_id="node-B"))
-    run_sync(services.register_node, message, Connection(token=None))  # no audit.drain(): no row yet
+    run_sync(register_node, message, Connection(token=None))  # no audit.drain(): no row yet
 
     html = admin_client.get(CHANGELIST).content.decode()
 

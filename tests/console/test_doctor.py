@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from console import doctor
+from console import findings, redis_checks
 from core import audit
 from core.redis import get_sync_redis, keys, run_sync
 from supervisor.embedded_redis import RedisProcess
@@ -156,19 +156,19 @@ def test_with_a_worker_and_beat_running_the_worker_check_passes_and_the_audit_st
 
 def test_instances_that_stopped_advertising_are_reported_and_a_clock_ahead_of_redis_fails():
     client, k = get_sync_redis(), keys()
-    now = doctor.redis_time(client)
+    now = findings.redis_time(client)
     # One live instance, one whose hash expired (it stopped advertising a minute ago).
     client.hset(k.instance("web-live"), mapping={"instance": "web-live", "seen_at": int(now)})
     client.zadd(k.instances, {"web-live": int(now), "web-gone": int(now) - 60})
 
-    finding = doctor.check_instances(client, k.instances, k.instance, interval_s=5)
+    finding = redis_checks.check_instances(client, k.instances, k.instance, interval_s=5)
     assert finding.status == "WARN"
     assert "stopped advertising: web-gone" in finding.detail
 
     # An instance whose host clock runs 5 s ahead of Redis TIME.
     client.hset(k.instance("web-ahead"), mapping={"instance": "web-ahead", "seen_at": int(now) + 5})
     client.zadd(k.instances, {"web-ahead": int(now) + 5})
-    finding = doctor.check_instances(client, k.instances, k.instance, interval_s=5)
+    finding = redis_checks.check_instances(client, k.instances, k.instance, interval_s=5)
     assert finding.status == "FAIL"
     assert "web-ahead" in finding.detail and "NTP" in finding.fix
 

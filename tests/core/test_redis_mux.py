@@ -14,7 +14,6 @@ from core import redis_mux, scripts
 from core.redis import keys
 from supervisor.embedded_redis import RedisProcess
 
-
 # node_heartbeat.lua's arguments for a node Redis does not know (it answers UNKNOWN).
 HEARTBEAT_ARGS = ["conn", "token", "1", 1000, 1000, 3, 10, 5, 60, "{}", "", "ok"]
 

@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 
 from core.redis import run_sync
 from nodes import services
+from nodes.registration import register_node
 from nodes.schemas import parse_node_message
 from tests.factories import reference_heartbeat, register_message
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_it_drains_and_undrains_a_ready_node_and_refuses_an_unknown_one():
     conn = services.Connection(token=None)
-    node_id = run_sync(services.register_node, parse_node_message(register_message()), conn).node_id
+    node_id = run_sync(register_node, parse_node_message(register_message()), conn).node_id
     run_sync(services.record_heartbeat, parse_node_message(reference_heartbeat(node_id)), conn)
 
     out = io.StringIO()

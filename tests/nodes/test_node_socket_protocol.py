@@ -10,7 +10,7 @@ import websockets
 from channels.db import database_sync_to_async
 
 from core import audit
-from nodes import services
+from nodes import services, tokens
 from tests.factories import reference_heartbeat, register_message
 from tests.support.wire import Wire
 
@@ -69,7 +69,7 @@ async def test_a_missing_or_bad_token_is_refused_at_the_handshake(server, creden
 
 async def test_a_revoked_token_is_refused_at_the_handshake(server, issue_token):
     token = await issue_token("soon revoked")
-    await services.revoke_token(token.partition(".")[0], "tester")
+    await tokens.revoke_token(token.partition(".")[0], "tester")
     with pytest.raises(websockets.InvalidStatus) as refused:
         await Wire.connect(server.ws_url, token)
     assert refused.value.response.status_code == 403
@@ -78,7 +78,7 @@ async def test_a_revoked_token_is_refused_at_the_handshake(server, issue_token):
 async def test_revoking_a_token_closes_its_live_sockets(server, node_token):
     wire = await Wire.connect(server.ws_url, node_token)
     await wire.register()
-    await services.revoke_token(node_token.partition(".")[0], "tester")
+    await tokens.revoke_token(node_token.partition(".")[0], "tester")
     assert await wire.closed_with() == services.CLOSE_TOKEN_REVOKED
 
 

@@ -48,6 +48,8 @@ async def test_a_node_without_gpu_is_closed_with_4422_and_reconnects_with_its_ba
     [
         ({"capability_schema_version": "1.0"}, "INVALID_CAPABILITY_SCHEMA"),
         ({"node_id": "node-{BRACES}"}, "BAD_MESSAGE"),
+        # Empty is malformed too, not a request for a new id: the same refusal and close as any bad id.
+        ({"node_id": ""}, "BAD_MESSAGE"),
     ],
 )
 async def test_every_registration_refusal_closes_with_4422_and_names_its_code(

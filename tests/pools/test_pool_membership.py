@@ -6,6 +6,7 @@ import pytest
 
 from core.redis import get_redis, keys
 from nodes import services
+from nodes.registration import register_node
 from nodes.schemas import parse_node_message
 from pools import services as pools
 from pools.eligibility import OVERFLOW
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def start(languages: list[str]) -> tuple[str, services.Connection]:
     conn = services.Connection(token=None)
     message = register_message(language_capabilities=language_capabilities(languages))
-    registration = await services.register_node(parse_node_message(message), conn)
+    registration = await register_node(parse_node_message(message), conn)
     beat = heartbeat_message(registration.node_id, language_capabilities=language_capabilities(languages))
     await services.record_heartbeat(parse_node_message(beat), conn)
     return registration.node_id, conn

@@ -1,5 +1,6 @@
 """Every node field is bounded: memory and CPU ranges, GPUs that are GPUs, strings no longer than the columns
-they are stored in, a node id that is not empty. Refusals name the field, on the socket and on the HTTP link."""
+they are stored in. Refusals name the field, on the socket and on the HTTP link. (A malformed node id, empty
+included, is a registration refusal: tests/nodes/test_registration_refusal_closes_the_socket.py.)"""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ REFUSED_REGISTERS = {
     "installed_services.0.service_id": {
         "installed_services": [{"service_id": "s" * 70_000, "type": "asr", "device": "gpu", "status": "running"}]
     },
-    "node_id": {"node_id": ""},
 }
 
 
@@ -65,5 +65,11 @@ async def test_the_http_link_applies_the_same_bounds(server, node_token):
         bad_url = await client.post(
             "/api/v1/node-link/register", json=register_message(dispatch_url="http://:80/")
         )
+        empty_id = await client.post(
+            "/api/v1/node-link/register", json=register_message(dispatch_url="http://127.0.0.1:9/", node_id="")
+        )
     assert bad_url.status_code == 400
+    assert empty_id.status_code == 400, empty_id.text
+    assert empty_id.json()["code"] == "BAD_MESSAGE"
+    assert empty_id.json()["details"] == {"field": "node_id"}
     assert await services.list_nodes() == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.env import EnvError
-from supervisor.runner import Config
+from supervisor.config import Config
 from supervisor.webserver import APPLICATION, DEFAULT_SERVER, HTTP_PROTOCOL, server_command
 from tests.nodes.conftest import node_token  # noqa: F401, F811  (shared fixture)
 

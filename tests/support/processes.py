@@ -237,7 +237,7 @@ class AsgiServer(_ManagedProcess):
 
     def command(self) -> list[str]:
         max_message = self.extra_env.get("NODE_MAX_MESSAGE_BYTES")
-        # The keepalive as `make run` reads it (supervisor/runner.py), so a test can shorten it.
+        # The keepalive as `make run` reads it (supervisor/config.py), so a test can shorten it.
         ping = {
             name: int(self.extra_env[variable])
             for name, variable in (("ping_interval_s", "WS_PING_INTERVAL_S"), ("ping_timeout_s", "WS_PING_TIMEOUT_S"))

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from console import doctor
+from console.findings import Finding
 from core import runfile
 
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
             # "CommandError: ..." line would only repeat them.
             raise SystemExit(1)
 
-    def report(self, findings: list[doctor.Finding]) -> list[str]:
+    def report(self, findings: list[Finding]) -> list[str]:
         styles = {
             "OK": self.style.SUCCESS,
             "WARN": self.style.WARNING,
