@@ -30,8 +30,14 @@ class Child:
         assert self.process.pid is not None
         return self.process.pid
 
-    def start(self, ready_timeout: float) -> Child:
+    def start(self, ready_timeout: float | None) -> Child:
+        """Start the child and wait until it is ready (None: do not wait; `wait_ready` later)."""
         self.process.start()
+        if ready_timeout is not None:
+            self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, ready_timeout: float) -> Child:
         waited = 0.0
         while not self.ready.wait(0.2):
             waited += 0.2

@@ -54,7 +54,7 @@ def run(env: Environment, scenario: JobScenario, server_env: dict[str, str] | No
     """One scenario on a fresh Redis and fresh servers; `profile` records the first server with py-spy."""
     reset_redis(env)
     with web_servers(env, scenario.server, scenario.instances, server_env) as servers:
-        nodes = Child("node fleet", fleet.run, _fleet_config(env, scenario, [s.ws_url for s in servers]))
+        nodes = Fleets(env, scenario, [s.ws_url for s in servers])
         nodes.start(ready_timeout=180 + 2 * scenario.nodes * scenario.fleet_stagger_s)
         try:
             if scenario.loadgen == "wrk":
@@ -67,12 +67,52 @@ def run(env: Environment, scenario: JobScenario, server_env: dict[str, str] | No
     return _report(env, scenario, window, finished, outcome, wrk_counts)
 
 
-def _processes(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Child) -> dict[str, list[int]]:
+# Simulated nodes per fleet process at most: one process holding 10,000 sockets spends tens of ms in its
+# own event loop and collector now and then, and a job_assign that waits there is timed as scheduling
+# latency; real nodes are separate machines. The processes share the nodes, and their connection rate.
+NODES_PER_FLEET_PROCESS = 2500
+
+
+class Fleets:
+    """The simulated nodes of a run, in as many processes as NODES_PER_FLEET_PROCESS asks for."""
+
+    def __init__(self, env: Environment, scenario: JobScenario, ws_urls: list[str]) -> None:
+        parts = max(1, -(-scenario.nodes // NODES_PER_FLEET_PROCESS))
+        self.children = [
+            Child("node fleet", fleet.run, _fleet_config(env, scenario, ws_urls, count, parts))
+            for count in split_evenly(scenario.nodes, parts)
+        ]
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def start(self, ready_timeout: float) -> Fleets:
+        for child in self.children:
+            child.start(ready_timeout=None)
+        for child in self.children:
+            child.wait_ready(ready_timeout)
+        return self
+
+    def stop(self) -> fleet.FleetOutcome:
+        outcomes: list[fleet.FleetOutcome] = [child.stop() for child in self.children]
+        return fleet.FleetOutcome(
+            registered=sum(o.registered for o in outcomes),
+            assigned_at={job: at for o in outcomes for job, at in o.assigned_at.items()},
+            jobs_completed=sum(o.jobs_completed for o in outcomes),
+            peak_concurrency=max(o.peak_concurrency for o in outcomes),
+            errors=sum(o.errors for o in outcomes),
+            register_s=max(o.register_s for o in outcomes),
+            dependency_down=sum(o.dependency_down for o in outcomes),
+        )
+
+
+def _processes(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Fleets) -> dict[str, list[int]]:
     processes = {f"web-{i + 1} ({scenario.server})": [s.pid or 0] for i, s in enumerate(servers)}
-    return processes | {"redis-server": [env.redis.pid or 0], "bench nodes": [nodes.pid]}
+    return processes | {"redis-server": [env.redis.pid or 0], "bench nodes": nodes.pids}
 
 
-def _run_python(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Child,
+def _run_python(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Fleets,
                 profile: Path | None) -> tuple[Window, list[submit.Finished]]:  # fmt: skip
     config = submit.SubmitConfig([s.url for s in servers], env.api_key, scenario.concurrency, scenario.rate)
     submitters = Child("submitters", submit.run, config).start(ready_timeout=60)
@@ -86,7 +126,7 @@ def _run_python(env: Environment, scenario: JobScenario, servers: list[Any], nod
     return window, finished
 
 
-def _run_wrk(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Child,
+def _run_wrk(env: Environment, scenario: JobScenario, servers: list[Any], nodes: Fleets,
              profile: Path | None) -> tuple[Window, list[submit.Finished], dict[str, Any]]:  # fmt: skip
     """wrk processes (one per instance, the connections split evenly) running past the window on both sides;
     closed loop only (wrk has no pacing of its own)."""
@@ -95,9 +135,18 @@ def _run_wrk(env: Environment, scenario: JobScenario, servers: list[Any], nodes:
     body = {"src_lang": "en", "tgt_lang": "zh", "audio": base64.b64encode(framed_audio(random.Random(7), 3200)).decode(),
             "audio_format": "opus", "sample_rate": 16000}  # fmt: skip
     shares = [(s.url, n) for s, n in zip(servers, split_evenly(scenario.concurrency, len(servers)), strict=True) if n]
-    runs = [wrk.Wrk(wrk.WrkConfig(url, env.api_key, body, n, scenario.warmup_s + scenario.duration_s + 2)).start() for url, n in shares]
+    # A warm-up run of its own first: wrk reports latencies over its whole run, and the first requests (new
+    # connections, scripts loading, caches filling) would otherwise count against the window's percentiles.
+    warmups = [wrk.Wrk(wrk.WrkConfig(url, env.api_key, body, n, scenario.warmup_s)).start() for url, n in shares]
     try:
-        time.sleep(scenario.warmup_s)
+        for run in warmups:
+            run.finish()
+    finally:
+        for run in warmups:
+            run.stop()
+    runs = [wrk.Wrk(wrk.WrkConfig(url, env.api_key, body, n, scenario.duration_s + 1)).start() for url, n in shares]
+    try:
+        time.sleep(0.5)
         processes = _processes(env, scenario, servers, nodes) | {"wrk": [run.pid for run in runs]}
         profiler = Profiler(servers[0].pid or 0, scenario.duration_s, profile) if profile else None
         done_before = _jobs_done(env)
@@ -120,11 +169,11 @@ def _jobs_done(env: Environment) -> int:
     return int(env.client().hget(keys().stats_counters, "ended:DONE") or 0)
 
 
-def _fleet_config(env: Environment, scenario: JobScenario, ws_urls: list[str]) -> fleet.FleetConfig:
+def _fleet_config(env: Environment, scenario: JobScenario, ws_urls: list[str], nodes: int, parts: int) -> fleet.FleetConfig:
     return fleet.FleetConfig(
-        ws_urls=ws_urls, token=env.node_token, nodes=scenario.nodes, capacity=scenario.capacity,
+        ws_urls=ws_urls, token=env.node_token, nodes=nodes, capacity=scenario.capacity,
         processing_ms=scenario.processing_ms, heartbeat_interval_s=scenario.heartbeat_interval_s,
-        stagger_s=scenario.fleet_stagger_s, register_timeout_s=120 + 2 * scenario.nodes * scenario.fleet_stagger_s,
+        stagger_s=scenario.fleet_stagger_s * parts, register_timeout_s=120 + 2 * scenario.nodes * scenario.fleet_stagger_s,
     )  # fmt: skip
 
 

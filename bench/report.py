@@ -178,7 +178,7 @@ def _section(title: str, runs: Any) -> list[str]:
         lines.append(f"  {name}: {run['throughput_jobs_per_s']} jobs/s completed in {run['window_s']} s window")
         if run.get("wrk"):
             counts = run["wrk"]
-            lines.append(f"    wrk (whole run): {counts['done']} DONE, {counts['other']} ended otherwise, {counts['errors']} HTTP errors, "
+            lines.append(f"    wrk (its measured run, the window and ~0.5 s either side): {counts['done']} DONE, {counts['other']} ended otherwise, {counts['errors']} HTTP errors, "
                          f"{counts['socket_errors']} socket errors; request latency {counts['latency_ms']} ms")  # fmt: skip
             if run["end_to_end_ms"]["p99"] is not None:
                 lines.append(f"    end to end (every job answered by its POST): {_latency(run['end_to_end_ms'])}")

@@ -62,6 +62,11 @@ POOL_REBUILD_SECONDS = Histogram(
 RESERVATIONS = Counter(
     "scheduler_reservations_total", "Slot reservation attempts on nodes, by result and reason.", ["result", "reason"]
 )
+RESERVATION_GUESSES = Counter(
+    "scheduler_reservation_guesses_total",
+    "First reservations made in the round trip that creates the job, on a recently sampled member, by result.",
+    ["result"],
+)
 NO_AVAILABLE_NODE = Counter("scheduler_no_available_node_total", "Selections that found candidates but no free slot.")
 POOL_EMPTY = Counter("scheduler_pool_empty_total", "Selections whose eligible pools had no member at all.")
 DISPATCH_SECONDS = Histogram(
@@ -148,6 +153,8 @@ def initialize_label_sets() -> None:
     for generation in ("0", "1", "2"):
         GC_PAUSE_SECONDS.labels(generation=generation)
     RESERVATIONS.labels(result="ok", reason="ok")
+    for result in ("ok", "refused"):
+        RESERVATION_GUESSES.labels(result=result)
     for refusal in ("not_ready", "draining", "stalled", "languages", "service", "unavailable", "full", "gone"):
         RESERVATIONS.labels(result="refused", reason=refusal)
     for operation in (*scripts.names(), "audit_record", "api", "channel_receive"):

@@ -17,7 +17,7 @@ from django.conf import settings
 
 from core import metrics, scripts
 from core.redis import get_redis, keys
-from jobs import transitions
+from jobs import transitions, waiters
 from jobs.models import FailureReason, JobState
 from jobs.placement import ended, fail_attempt
 
@@ -126,16 +126,22 @@ async def _succeeded(message: Any, node_id: str, attempt: str) -> None:
             result[name] = getattr(message, name)
     job_id = message.job_id
 
+    # A client of this process waits on the job: the step returns the ended job, handed to it without a read.
+    local = waiters.waited_here(job_id)
+
     def build(pipe: Any) -> None:
         transitions.queue_step(
-            pipe, job_id, attempt, [JobState.DISPATCHED, JobState.ACKED], JobState.DONE, {"result": json.dumps(result)}, node=node_id
-        )
+            pipe, job_id, attempt, [JobState.DISPATCHED, JobState.ACKED], JobState.DONE, {"result": json.dumps(result)},
+            node=node_id, want_job=local,
+        )  # fmt: skip
         transitions.release_slot(pipe, node_id, job_id, attempt)
 
     step, *_ = await scripts.run_pipeline("job_done", build)
     if step[0] != "OK":
         metrics.STALE_NODE_MESSAGES.labels(type="job_result").inc()
         return
+    if len(step) > 8:
+        waiters.hand_over(job_id, dict(zip(step[8][::2], step[8][1::2], strict=True)))
     ended(job_id, JobState.DONE, attempt=attempt, node_id=node_id, trace_id=step[7])
 
 

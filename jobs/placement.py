@@ -64,17 +64,48 @@ class _ConfigCheck:
 _config_checked = _ConfigCheck()
 
 
+def reserve_args(job: dict[str, str], request: dict[str, Any]) -> tuple[str, str, int]:
+    """What `node_reserve.lua` checks a node against for this job: the services it must run (JSON), the
+    languages it must have (JSON), and the slot's lifetime in ms."""
+    needed = json.dumps(sorted(needed_languages(job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b"))))
+    required = json.dumps(
+        [svc for flag, svc in PIPELINE_SERVICES.items() if request.get("pipeline", {}).get(flag, svc in ("asr", "nmt", "tts"))]
+    )
+    # Past any deadline the attempt can have: a slot outlives its holder only by this much.
+    ttl = int(settings.JOB_ACK_TIMEOUT_S * 1000) + int(job.get("timeout_ms") or settings.JOB_TIMEOUT_S * 1000) + 5000
+    return required, needed, ttl
+
+
+def _queue_reserve(pipe: Any, job_id: str, attempt: int, node_id: str, args: tuple[str, str, int]) -> None:
+    k = keys()
+    required, needed, ttl = args
+    scripts.queue(
+        pipe, "node_reserve",
+        [*k.node_keys(node_id), k.node_reservations(node_id), k.node_running(node_id), k.node_unavailable(node_id)],
+        [member(job_id, attempt), ttl, required, needed],
+    )  # fmt: skip
+
+
+# The last members this process sampled from each pool, and when: a first attempt reserves on one of them in
+# the round trip that creates the job (node_reserve.lua is the authority on whether the node can take it, so a
+# stale guess only costs the usual path); the sample read in that round trip refreshes them.
+GUESS_MAX_AGE_S = 1.0
+_recent_members: dict[str, tuple[float, list[str]]] = {}
+
+
 @dataclass
 class Sample:
-    """Random members of a job's eligible pools, read in a round trip the caller makes anyway."""
+    """Random members of a job's eligible pools, read in a round trip the caller makes anyway; for a first
+    attempt, a reservation on a recently sampled member rides in that round trip too (`guess`)."""
 
     job: dict[str, str]
     request: dict[str, Any]
     config: pools.PoolConfig = field(default_factory=pools.cached_config)
     checks_version: bool = False
     eligible: list[Pool] = field(default_factory=list)
+    guess: tuple[str, str] | None = None  # (node, pool) reserved on in the same round trip
 
-    def queue(self, pipe: Any) -> None:
+    def queue(self, pipe: Any, job_id: str | None = None) -> None:
         """Queue the reads on `pipe`: the configuration's version when it is due for a check, then one
         SRANDMEMBER per eligible pool (cost independent of pool size)."""
         self.checks_version = not self.config.version or time.monotonic() - _config_checked.at > CONFIG_CHECK_S
@@ -88,6 +119,10 @@ class Sample:
             pipe.hget(keys().pool_config, "version")
         for pool in self.eligible:
             pipe.srandmember(keys().pool_members(pool.name), settings.JOB_SAMPLE_SIZE + len(self.tried))
+        if job_id is not None and not self.tried:
+            self.guess = _guess(self.eligible)
+            if self.guess is not None:
+                _queue_reserve(pipe, job_id, 1, self.guess[0], reserve_args(self.job, request))
 
     @property
     def tried(self) -> set[str]:
@@ -108,7 +143,15 @@ class Sample:
 
     def parse(self, replies: list[Any]) -> Sampled:
         """The candidates from the replies of `queue`: untried nodes first, in random order, then nodes whose
-        earlier attempt ended because they went away (the retry rule)."""
+        earlier attempt ended because they went away (the retry rule); and the guessed reservation, when one
+        was made."""
+        reserved = None
+        if self.guess is not None:
+            *replies, outcome = replies
+            metrics.RESERVATIONS.labels(result="ok" if outcome[0] == "OK" else "refused", reason=outcome[0].lower()).inc()
+            metrics.RESERVATION_GUESSES.labels(result="ok" if outcome[0] == "OK" else "refused").inc()
+            if outcome[0] == "OK":
+                reserved = (self.guess[0], self.guess[1], [str(value) for value in outcome[4:9]])
         barred, returning = self.barred_and_returning()
         if self.job.get("pinned"):
             node_id = self.job["pinned"]
@@ -124,17 +167,23 @@ class Sample:
         found: dict[str, str] = {}
         again: dict[str, str] = {}
         populated = 0
+        now = time.monotonic()
         for pool, members in zip(self.eligible, replies, strict=True):
+            if members:
+                _recent_members[pool.name] = (now, members)
             populated += bool(members)
             for node_id in members:
                 if node_id not in barred and node_id not in returning:
                     found.setdefault(node_id, pool.name)
                 elif node_id in returning:
                     again.setdefault(node_id, pool.name)
+        if self.guess is not None:
+            # Tried already in this round trip (reserved, or refused just now).
+            found.pop(self.guess[0], None)
         candidates, fallback = list(found.items()), list(again.items())
         random.shuffle(candidates)
         random.shuffle(fallback)
-        return Sampled(candidates + fallback, populated, verified, self.config.version)
+        return Sampled(candidates + fallback, populated, verified, self.config.version, reserved)
 
 
 @dataclass(frozen=True)
@@ -143,6 +192,21 @@ class Sampled:
     populated: int  # eligible pools that had any member (0 means POOL_EMPTY)
     verified: bool | None  # the configuration's version read with the sample: current, changed, or not read
     version: int  # of the configuration the sample came from
+    # A slot reserved in the sampling round trip: (node, pool, what delivery needs), as _reserve_one returns.
+    reserved: tuple[str, str, list[str]] | None = None
+
+
+def _guess(eligible: list[Pool]) -> tuple[str, str] | None:
+    """A random member of one of the eligible pools, from this process's recent samples of them."""
+    now = time.monotonic()
+    recent = [
+        (pool.name, members) for pool in eligible
+        if (seen := _recent_members.get(pool.name)) and now - seen[0] <= GUESS_MAX_AGE_S and (members := seen[1])
+    ]  # fmt: skip
+    if not recent:
+        return None
+    pool, members = random.choice(recent)
+    return random.choice(members), pool
 
 
 async def _read_sample(job: dict[str, str], request: dict[str, Any]) -> Sampled:
@@ -190,15 +254,10 @@ async def _place(
     sample: Sampled | None,
 ) -> str:
     request = json.loads(job["request"])
-    needed = json.dumps(sorted(needed_languages(job["src_lang"], job["tgt_lang"], request.get("lang_a"), request.get("lang_b"))))
-    required = json.dumps(
-        [svc for flag, svc in PIPELINE_SERVICES.items() if request.get("pipeline", {}).get(flag, svc in ("asr", "nmt", "tts"))]
-    )
+    required, needed, ttl = reserve_args(job, request)
     sampled = sample or await _read_sample(job, request)
-    # Past any deadline the attempt can have: a slot outlives its holder only by this much.
-    ttl = int(settings.JOB_ACK_TIMEOUT_S * 1000) + int(job.get("timeout_ms") or settings.JOB_TIMEOUT_S * 1000) + 5000
-    chosen = None
-    if sampled.verified is not False:
+    chosen = sampled.reserved
+    if chosen is None and sampled.verified is not False:
         chosen = await _reserve_one(job_id, attempt, sampled.candidates, required, needed, ttl)
     if chosen is None and sampled.verified is not True and (await pools.current_config()).version != sampled.version:
         # The configuration changed since this process cached it: look again with the current one (read

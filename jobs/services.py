@@ -114,11 +114,11 @@ async def submit_job(
     else:
         job_id = f"job-{secrets.token_hex(12)}"
     if wait_s <= 0:
-        created = await _create_and_place(job_id, request, pinned)
+        created = await _create_and_place(job_id, request, pinned, fresh_id=not idempotency_key)
         return Submitted(job_id, created, await get_job(job_id))
     deadline = time.monotonic() + wait_s
     async with waiters.watch(job_id) as ended:
-        created = await _create_and_place(job_id, request, pinned)
+        created = await _create_and_place(job_id, request, pinned, fresh_id=not idempotency_key)
         job = await _wait(job_id, ended, deadline, read_first=not created)
     return Submitted(job_id, created, job)
 
@@ -135,8 +135,12 @@ async def _lost_from_redis(job_id: str) -> bool:
     return known and not await get_redis().exists(keys().job(job_id))
 
 
-async def _create_and_place(job_id: str, request: dict[str, Any], pinned: str) -> bool:
-    """Create the job and place its first attempt; False when the idempotency key named an existing job."""
+async def _create_and_place(job_id: str, request: dict[str, Any], pinned: str, *, fresh_id: bool) -> bool:
+    """Create the job and place its first attempt; False when the idempotency key named an existing job.
+
+    A job with a fresh random id cannot exist already, so its first reservation may ride in the creating
+    round trip (placement.Sample's guess); a job named by an idempotency key may be a duplicate whose
+    original holds that very reservation, so it reserves only after it is known to be new."""
     body = {k: v for k, v in request.items() if k != "audio"}
     body_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     utterance_index = request.get("utterance_index")
@@ -159,10 +163,15 @@ async def _create_and_place(job_id: str, request: dict[str, Any], pinned: str) -
     def build(pipe: Any) -> None:
         transitions.create(pipe, job_id, body_hash, fields, request["audio"], claim)
         pipe.zcard(k.jobs_pending)
-        sample.queue(pipe)
+        sample.queue(pipe, job_id if fresh_id else None)
 
     result, waiting, *sampled = await scripts.run_pipeline("job_create", build)
     placement.queue_seen.waiting = bool(waiting)
+    parsed = sample.parse(sampled)
+    if parsed.reserved and (result[0] == "EXISTS" or waiting):
+        # Not to be placed now (a duplicate, or jobs wait before it): the slot reserved with it goes back.
+        await transitions.free_slot(parsed.reserved[0], job_id, 1)
+        parsed = placement.Sampled(parsed.candidates, parsed.populated, parsed.verified, parsed.version)
     if result[0] == "EXISTS":
         if result[1] != "1":
             raise JobConflict(job_id)
@@ -179,9 +188,7 @@ async def _create_and_place(job_id: str, request: dict[str, Any], pinned: str) -
         await transitions.claim(job_id, 1, claim, "release")
         await pump_pending()
     else:
-        await placement.place_claimed(
-            job_id, 1, job, claim, submitted_at=created_at, audio=request["audio"], sample=sample.parse(sampled)
-        )
+        await placement.place_claimed(job_id, 1, job, claim, submitted_at=created_at, audio=request["audio"], sample=parsed)
     return True
 
 
@@ -192,7 +199,7 @@ async def get_job(job_id: str) -> dict[str, Any]:
     """The job's live view: one HGETALL (attempts are fields of the job hash), and one more read only when
     the node streamed partial text."""
     k = keys()
-    job = await redis_mux.read_hash(k.job(job_id))
+    job = waiters.handed_over(job_id) or await redis_mux.read_hash(k.job(job_id))
     if not job:
         return await _from_mirror(job_id)
     attempts = transitions.attempts_of(job)

@@ -107,10 +107,12 @@ async def dispatch(job_id: str, attempt: int, claim: str, node_id: str, pool: st
     )  # fmt: skip
 
 
-def _step_args(attempt: int | str, expected: list[str], new: str, fields: dict[str, str], node: str) -> list[scripts.ScriptArg]:
+def _step_args(
+    attempt: int | str, expected: list[str], new: str, fields: dict[str, str], node: str, want_job: bool = False
+) -> list[scripts.ScriptArg]:
     return [
         str(attempt), ",".join(expected), new, json.dumps(fields), node,
-        str(settings.JOB_RETENTION_S) if new in TERMINAL else "", keys().jobs_ended_channel,
+        str(settings.JOB_RETENTION_S) if new in TERMINAL else "", keys().jobs_ended_channel, "1" if want_job else "",
     ]  # fmt: skip
 
 
@@ -122,10 +124,12 @@ async def step(
 
 
 def queue_step(
-    pipe: Any, job_id: str, attempt: int | str, expected: list[str], new: str, fields: dict[str, str], *, node: str = ""
+    pipe: Any, job_id: str, attempt: int | str, expected: list[str], new: str, fields: dict[str, str], *, node: str = "",
+    want_job: bool = False,
 ) -> None:
-    """The same queued on `pipe` (scripts.run_pipeline), to ride with other slots' commands."""
-    scripts.queue(pipe, "job_step", keys().job_slot_keys(job_id), _step_args(attempt, expected, new, fields, node))
+    """The same queued on `pipe` (scripts.run_pipeline), to ride with other slots' commands. With `want_job`
+    the reply ends with the whole job hash as the step left it (flat: field, value, ...)."""
+    scripts.queue(pipe, "job_step", keys().job_slot_keys(job_id), _step_args(attempt, expected, new, fields, node, want_job))
 
 
 async def fail(

@@ -35,6 +35,9 @@ class _Listener:
 
     def __init__(self) -> None:
         self.events: dict[str, set[asyncio.Event]] = {}
+        # Jobs that ended in this process while waited on here, as the ending script returned them: the
+        # waiters answer from these instead of reading the job back (kept while someone waits on the job).
+        self.ended: dict[str, dict[str, str]] = {}
         self.task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.idle_since = time.monotonic()
@@ -100,6 +103,7 @@ class _Listener:
                 waiting.discard(event)
                 if not waiting:
                     del self.events[job_id]
+                    self.ended.pop(job_id, None)
             if not self.events:
                 self.idle_since = time.monotonic()
 
@@ -113,6 +117,27 @@ def _listener() -> _Listener:
     if listener is None:
         listener = _listeners[loop] = _Listener()
     return listener
+
+
+def waited_here(job_id: str) -> bool:
+    """Whether a client of this event loop waits on `job_id`."""
+    listener = _listeners.get(asyncio.get_running_loop())
+    return listener is not None and job_id in listener.events
+
+
+def hand_over(job_id: str, job: dict[str, str]) -> None:
+    """The job as the script that ended it returned it, for this loop's waiters on it (woken now, before
+    the published notice comes back)."""
+    listener = _listeners.get(asyncio.get_running_loop())
+    if listener is not None and job_id in listener.events:
+        listener.ended[job_id] = job
+        listener.wake(job_id)
+
+
+def handed_over(job_id: str) -> dict[str, str] | None:
+    """The ended job handed over for this loop's waiters, if any (a terminal job changes no more)."""
+    listener = _listeners.get(asyncio.get_running_loop())
+    return None if listener is None else listener.ended.get(job_id)
 
 
 def watch(job_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:

@@ -8,9 +8,10 @@
 -- KEYS: 1 job hash, 2 shard deadline index, 3 shard audit stream
 -- ARGV: 1 attempt ("" = any), 2 expected states (comma separated), 3 new state, 4 fields (JSON object of
 --       strings), 5 node that must hold the job ("" = any), 6 retention s once terminal ("" = not terminal),
---       7 channel announcing ended jobs
--- Returns: {"OK", seq, now_ms, state_before, node, attempt, deadline, trace_id} | {"STALE", state, attempt, node}
---          | {"GONE"}
+--       7 channel announcing ended jobs, 8 "1" to return the whole job hash as it now is (the ending process
+--       has a client waiting on it: it answers from this reply instead of reading the job back)
+-- Returns: {"OK", seq, now_ms, state_before, node, attempt, deadline, trace_id[, {field, value, ...}]}
+--          | {"STALE", state, attempt, node} | {"GONE"}
 --#include job
 local h = as_table(redis.call('HGETALL', KEYS[1]))
 local state = h.state
@@ -41,6 +42,7 @@ attempt.node_id = node
 if terminal then attempt.ended_at = now end
 if ARGV[3] == 'CANCELLED' then attempt.reason = 'CANCELLED' end
 changes['attempt:' .. attempt_id] = cjson.encode(attempt)
+h['attempt:' .. attempt_id] = changes['attempt:' .. attempt_id]
 hset_job(changes)
 
 local entries = {}
@@ -55,4 +57,13 @@ elseif ARGV[3] == 'ACKED' then
 end
 audit(entries)
 if terminal then redis.call('PUBLISH', ARGV[7], h.job_id) end
-return {'OK', tonumber(h.seq), tostring(now), state, node, attempt_id, h.deadline or '', h.trace_id or ''}
+local reply = {'OK', tonumber(h.seq), tostring(now), state, node, attempt_id, h.deadline or '', h.trace_id or ''}
+if ARGV[8] == '1' then
+  local flat = {}
+  for k, v in pairs(h) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = v
+  end
+  reply[9] = flat
+end
+return reply
