@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from chaos.checker import check, deadline_bound_s
 from chaos.client import ChaosClient, JsonLines, run_in_thread
 from chaos.scenario import SCENARIOS, Scenario
+from chaos.sessions import SessionChaosClients, run_sessions_in_thread
 
 if TYPE_CHECKING:
     from chaos.stack import Stack
@@ -75,12 +76,17 @@ def run(scenario: Scenario, run_dir: Path, database_url: str | None) -> int:
         say(f"==> load: {scenario.rate_per_s:g} jobs/s for {scenario.load_s:g} s; faults:")
         load_started = time.monotonic()
         thread = run_in_thread(client, scenario.rate_per_s, scenario.load_s)
+        talkers = SessionChaosClients([web.ws_url for web in stack.webs], stack.env.api_key, run_dir / "sessions.jsonl",
+                                      scenario.sessions, follow_s)  # fmt: skip
+        talking = run_sessions_in_thread(talkers, scenario.load_s)
         FaultRunner(stack, history, settings.REDIS_KEY_PREFIX).run(scenario.schedule(), load_started, say)
         thread.join(scenario.load_s + follow_s + 30)
+        talking.join(follow_s + 60)
         # The mirror is judged once the stack has had its documented time to repair it: one reconciler round
         # after the grace it gives young rows (zero where the stack has no reconciler).
         settle_s = float(getattr(settings, "JOB_RECONCILE_GRACE_S", 0)) + float(getattr(settings, "JOB_RECONCILE_INTERVAL_S", 0))
         say(f"==> load over after {time.monotonic() - load_started:.1f} s: {client.accepted} accepted, {client.ended} ended; "
+            f"{talkers.sent} utterances sent, {talkers.finals} final frames; "
             f"collecting after {settle_s:g} s for the mirror to settle")  # fmt: skip
         time.sleep(settle_s)
         final = collect(run_dir, stack.urls, stack.env.api_key, stack.env.redis.url, settings.REDIS_KEY_PREFIX, 30)

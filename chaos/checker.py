@@ -15,7 +15,9 @@ Invariants (each row of the table counts what was checked and what broke it):
 - I5 the fencing epoch never goes backwards: lease, counter and configuration epochs over the samples, and
   the database's high-water mark at least the highest one seen;
 - I6 the database mirror equals the end states: same state and reason, an end time, the same attempts,
-  and no audit entry given up on.
+  and no audit entry given up on;
+- I7 every utterance a session client sent gets exactly one final frame within the bound, unless a fault
+  closed its socket first (reported by name): `chaos/sessions_check.py`.
 
 Pure: no process, no settings, no network; `check(run_dir)` can judge a run again long after it ended.
 """
@@ -27,6 +29,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from chaos.sessions_check import check_sessions, session_observations, session_totals
 
 # Longer than one selection ever holds a job (jobs/transitions.py CLAIM_TTL_MS): a job whose placer died is
 # taken over after it.
@@ -69,6 +73,7 @@ class Row:
     # each one matched against a window computed from the settings (`lost_in_audit_window`).
     documented: Counter[str] = field(default_factory=Counter)
     documented_examples: list[str] = field(default_factory=list)
+    documented_label: str = "documented cost of a Redis wipe"
 
     def fail(self, kind: str, example: str) -> None:
         self.violations += 1
@@ -107,7 +112,7 @@ class Report:
             for example in row.examples:
                 lines.append(f"           e.g. {example}")
             for kind, count in row.documented.most_common():
-                lines.append(f"    {count:>6} not counted, documented cost of a Redis wipe: {kind}")
+                lines.append(f"    {count:>6} not counted, {row.documented_label}: {kind}")
             for example in row.documented_examples:
                 lines.append(f"           e.g. {example}")
         lines += ["", "Faults (times from the fault's start; in flight = jobs live when it began):"]
@@ -132,6 +137,7 @@ def check(run_dir: Path) -> Report:
     client = read_lines(run_dir / "client.jsonl")
     nodes = read_lines(run_dir / "nodes.jsonl")
     history = read_lines(run_dir / "history.jsonl")
+    sessions = read_lines(run_dir / "sessions.jsonl")
     final = json.loads((run_dir / "final.json").read_text())
     faults = [event for event in history if event["ev"] == "fault"]
     samples = [event for event in history if event["ev"] == "sample"]
@@ -149,6 +155,10 @@ def check(run_dir: Path) -> Report:
         check_rest(final["redis"]),
         check_epochs(samples, final["database"]["epoch_floor"]),
         check_mirror(submits, ends, final, faults, timings),
+        check_sessions(
+            sessions, faults, bound, lambda start, end: _outage_overlap(faults, start, end, timings),
+            Row("I7", "every utterance sent gets one final frame, in bound", documented_label="reported"),
+        ),
     ]
     load_start = min((event["t"] for event in client), default=0.0)
     fault_rows = fault_table(faults, submits, ends, samples, timings, load_start)
@@ -161,7 +171,9 @@ def check(run_dir: Path) -> Report:
         "samples": len(samples),
         "faults": len(faults),
         "deadline bound": f"{bound:.0f} s + outages",
+        **session_totals(sessions),
     }
+    observations += session_observations(sessions)
     return Report(rows, observations, fault_rows, totals)
 
 
@@ -204,6 +216,10 @@ def check_endings(
             row.document("accepted within the audit interval before a wipe, end forgotten", f"{job_id} {lost}")
         elif view.get("http") == 404:
             row.fail("end no longer answered (HTTP 404 afterwards)", job_id)
+        elif view.get("http") == 200 and (view.get("state"), now_reason) != (first["state"], first["reason"]) and (
+            settled := ended_in_audit_window(first, view.get("state"), now_reason, faults, timings)
+        ):
+            row.document("ended within the audit interval before a wipe, later settled STATE_LOST", f"{job_id} {settled}")
         elif view.get("http") == 200 and view.get("state") != first["state"]:
             row.fail("end changed afterwards", f"{job_id} {first['state']} then {view.get('state')}")
         elif view.get("http") == 200 and view.get("state") == "FAILED" and now_reason != first["reason"]:
@@ -232,6 +248,22 @@ def lost_in_audit_window(
     for fault in faults:
         if fault.get("kind") == "wipe" and not fault.get("skipped") and 0 <= fault["start"] - created <= interval:
             return f"(accepted {fault['start'] - created:.2f} s before the wipe; audit interval {interval:g} s)"
+    return ""
+
+
+def ended_in_audit_window(end: dict[str, Any], now_state: Any, now_reason: Any, faults: Events, timings: dict[str, float]) -> str:
+    """Why a changed end is the documented cost of a Redis wipe, or "" when it is not. architecture.md ("What a
+    Redis loss costs"): without persistence, an end answered within the last audit interval may still have been
+    on the audit stream the wipe took, so the database row stayed live and the reconciler settles it `FAILED
+    STATE_LOST`. So only a job whose later answer (API or database row) is exactly FAILED STATE_LOST and whose
+    first answered end (its Redis end time) came no more than AUDIT_INTERVAL_S before a wipe began."""
+    interval = timings.get("AUDIT_INTERVAL_S")
+    ended = (end.get("ended_at") or 0) / 1000
+    if interval is None or not ended or (now_state, now_reason) != ("FAILED", "STATE_LOST"):
+        return ""
+    for fault in faults:
+        if fault.get("kind") == "wipe" and not fault.get("skipped") and 0 <= fault["start"] - ended <= interval:
+            return f"(answered {end.get('state')} {fault['start'] - ended:.2f} s before the wipe; audit interval {interval:g} s)"
     return ""
 
 
@@ -321,6 +353,11 @@ def check_mirror(
                 row.document("accepted within the audit interval before a wipe, no row", f"{job_id} {lost}")
             else:
                 row.fail("job missing from the database", job_id)
+            continue
+        if (db["state"], db["reason"]) != (end["state"], end["reason"]) and (
+            settled := ended_in_audit_window(end, db["state"], db["reason"], faults, timings)
+        ):
+            row.document("ended within the audit interval before a wipe, row settled STATE_LOST", f"{job_id} {settled}")
             continue
         if db["state"] != end["state"]:
             row.fail("state differs", f"{job_id} database {db['state']}, answered {end['state']}")

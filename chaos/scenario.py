@@ -31,6 +31,10 @@ STACK_TIMINGS: dict[str, str] = {
     "JOB_RECONCILE_INTERVAL_S": "2",
     "JOB_RECONCILE_GRACE_S": "5",
     "NODE_RECONNECT_GRACE_S": "2",
+    # Session clients end each utterance with is_final; a pause cut would split or merge utterances when a
+    # frozen web process takes several seconds of chunks at once, so the checker could no longer match what a
+    # client sent to what the server cut. Pause cutting is tested in tests/sessions/.
+    "SESSIONS_PAUSE_MS": "600000",
 }
 
 
@@ -73,6 +77,8 @@ class Scenario:
     rate_per_s: float
     rounds: int
     faults: tuple[Fault, ...] = field(default=())
+    # Session clients on /ws/session, half starting on each web process (chaos/sessions.py).
+    sessions: int = 4
 
     @property
     def load_s(self) -> float:

@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from core import metrics, scripts
-from core.redis import get_sync_redis, keys
+from core.redis import UNAVAILABLE, get_sync_redis, keys
+
+# Locks this process held when Redis failed under it, so their release failed: key -> token. A Redis that
+# comes back from its append-only file still holds them for the rest of their TTL, and nothing else of this
+# process runs inside them any more, so the next `held_lock` of the same name here releases them first.
+_unreleased: dict[str, str] = {}
 
 
 @contextmanager
@@ -52,6 +57,10 @@ def held_lock(name: str, ttl_s: float) -> Iterator[HeldLock]:
     """Like `skip_if_running`, with a short TTL the holder renews between steps (`HeldLock.renew`)."""
     token = secrets.token_hex(8)
     key = keys().lock(name)
+    if key in _unreleased:
+        # Ours, left when Redis failed under us: release it (only if it still holds our token) and go on.
+        scripts.run_blocking("lock_release", [key], [_unreleased[key]])
+        del _unreleased[key]
     acquired = bool(get_sync_redis().set(key, token, nx=True, px=max(1, int(ttl_s * 1000))))
     metrics.LOCK_ACQUISITIONS.labels(lock=name, result="acquired" if acquired else "busy").inc()
     lock = HeldLock(key, token, ttl_s, acquired)
@@ -62,7 +71,11 @@ def held_lock(name: str, ttl_s: float) -> Iterator[HeldLock]:
         if acquired:
             metrics.LOCK_HELD_SECONDS.labels(lock=name).observe(time.perf_counter() - started)
             if lock.acquired:
-                scripts.run_blocking("lock_release", [key], [token])
+                try:
+                    scripts.run_blocking("lock_release", [key], [token])
+                except UNAVAILABLE:
+                    _unreleased[key] = token
+                    raise
 
 
 Renew = Callable[[], bool]

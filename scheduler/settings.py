@@ -211,6 +211,10 @@ CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL or "redis://127.0.0.1:
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers reconnect to a lost broker within a second (scheduler/celery.py), and never give up: 100 retries
+# at that pace would end a worker after under two minutes of Redis being away.
+CELERY_WORKER_CONSUMER = "scheduler.celery:QuickReconnectConsumer"
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 

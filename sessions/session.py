@@ -21,7 +21,7 @@ from django.conf import settings
 
 from core import metrics
 from core.redis import UNAVAILABLE
-from jobs.services import InvalidJob, JobConflict
+from jobs.services import InvalidJob, JobConflict, JobNotFound
 from nodes import connections
 from sessions import audio, services
 from sessions.cutting import Cut, CutReason, CutRules, Cutter
@@ -193,7 +193,12 @@ class LiveSession:
         except InvalidJob as exc:
             await self._final(job, services.missing_frame(self.ctx, job.index, exc.code, message=exc.message))
             return
+        except JobNotFound as lost:
+            # Created and placed, then Redis lost its data before the submission read the job back.
+            await self._lost(job, str(lost.args[0]) if lost.args else None)
+            return
         except UNAVAILABLE:
+            metrics.REDIS_ERRORS.labels(operation="session_submit").inc()
             log.warning("utterance not submitted: Redis unavailable", extra={"event": "redis_down", "session_id": self.ctx.session_id})
             await self._final(job, services.missing_frame(self.ctx, job.index, "DEPENDENCY_DOWN", message="the scheduler's state store is unavailable"))
             return
@@ -211,12 +216,22 @@ class LiveSession:
             except UNAVAILABLE:
                 await self._final(job, services.missing_frame(self.ctx, job.index, "DEPENDENCY_DOWN", job_id))
                 continue
+            except JobNotFound:
+                await self._lost(job, job_id)
+                continue
             except Exception:
                 # The job runs on; only this session's view of it is lost, and the client hears why.
                 log.exception("job not followed", extra={"event": "internal_error", "session_id": self.ctx.session_id, "job_id": job_id})
                 await self._final(job, services.missing_frame(self.ctx, job.index, "INTERNAL_ERROR", job_id))
                 continue
             await self._final(job, services.result_frame(self.ctx, job.index, view))
+
+    async def _lost(self, job: UtteranceJob, job_id: str | None) -> None:
+        """Redis lost its data before the job's creation reached the database (architecture.md, "What a
+        Redis loss costs"): nobody will end the job, and the client hears so instead of waiting."""
+        log.warning("utterance job lost with Redis's data", extra={"event": "job_state_lost", "session_id": self.ctx.session_id, "job_id": job_id})
+        await self._final(job, services.missing_frame(self.ctx, job.index, "STATE_LOST", job_id,
+                                                      message="the scheduler lost this utterance's job with its state store's data"))  # fmt: skip
 
     async def _final(self, job: UtteranceJob, frame: dict[str, Any]) -> None:
         kind = frame["type"]

@@ -46,9 +46,16 @@ class Run:
                          "epoch_floor": 3},
         }  # fmt: skip
 
+        # One session on web 1: utterance 0 sent, its translation_result back.
+        self.sessions: list[dict[str, Any]] = [
+            {"t": T0, "ev": "s_open", "client": 0, "session": "s-00000001", "server": "ws://127.0.0.1:8001"},
+            {"t": T0 + 0.5, "ev": "s_utt", "session": "s-00000001", "i": 0, "seq": 4},
+            {"t": T0 + 1.0, "ev": "s_frame", "session": "s-00000001", "kind": "translation_result", "i": 0, "reason": "", "job": "job-s0"},
+        ]  # fmt: skip
+
     def write(self, folder: Path) -> Path:
         (folder / "timings.json").write_text(json.dumps(TIMINGS))
-        for name, events in (("client", self.client), ("nodes", self.nodes), ("history", self.history)):
+        for name, events in (("client", self.client), ("nodes", self.nodes), ("history", self.history), ("sessions", self.sessions)):
             (folder / f"{name}.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
         (folder / "final.json").write_text(json.dumps(self.final))
         return folder
@@ -62,7 +69,7 @@ def test_a_clean_history_holds_every_invariant(tmp_path: Path) -> None:
     report = check(Run().write(tmp_path))
 
     assert report.ok
-    assert [row.checked > 0 for row in report.rows] == [True] * 6
+    assert [row.checked > 0 for row in report.rows] == [True] * 7
 
 
 def test_a_job_whose_end_never_reached_the_client_breaks_i1(tmp_path: Path) -> None:
@@ -157,3 +164,39 @@ def test_a_job_lost_with_a_wipe_within_the_audit_interval_is_the_documented_cost
         "I1": ["end no longer answered (HTTP 404 afterwards)"], "I6": ["job missing from the database"]
     }
     assert broken(check(unknown)) == broken(check(outside))
+
+
+def _settled_lost_after_wipe(run: Run, ended_before_wipe_s: float, state: str = "FAILED", reason: str = "STATE_LOST") -> Run:
+    """job-1 answered DONE at T0 + 1; a wipe later, the API and its database row say `state` `reason`."""
+    run.final["api"]["job-1"].update(state=state, error={"code": reason})
+    run.final["database"]["jobs"]["job-1"].update(state=state, reason=reason)
+    wipe = T0 + 1 + ended_before_wipe_s
+    run.history.append({"t": wipe + 2, "ev": "fault", "kind": "wipe", "target": "redis", "start": wipe, "hold_s": 2, "end": wipe + 2})
+    return run
+
+
+@pytest.mark.parametrize("case", ["inside", "outside", "not-state-lost", "no-setting"])
+def test_an_end_answered_within_the_audit_interval_before_a_wipe_and_settled_lost_is_documented_only_there(
+    tmp_path: Path, case: str
+) -> None:
+    run = {
+        "inside": lambda: _settled_lost_after_wipe(Run(), 0.3),
+        "outside": lambda: _settled_lost_after_wipe(Run(), 0.8),
+        "not-state-lost": lambda: _settled_lost_after_wipe(Run(), 0.3, reason="JOB_TIMEOUT"),
+        "no-setting": lambda: _settled_lost_after_wipe(Run(), 0.3),
+    }[case]()
+    folder = run.write(tmp_path)
+    if case != "no-setting":
+        (folder / "timings.json").write_text(json.dumps({**TIMINGS, "AUDIT_INTERVAL_S": 0.5}))
+
+    report = check(folder)
+
+    if case == "inside":
+        assert report.ok
+        rows = {row.name: row for row in report.rows}
+        assert list(rows["I1"].documented) == ["ended within the audit interval before a wipe, later settled STATE_LOST"]
+        assert list(rows["I6"].documented) == ["ended within the audit interval before a wipe, row settled STATE_LOST"]
+    else:
+        # Ended earlier than one audit interval before the wipe (its end should have been in the database), or
+        # changed into anything but STATE_LOST: the end really changed.
+        assert broken(report) == {"I1": ["end changed afterwards"], "I6": ["state differs"]}

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from core import audit, locks, tasks
-from core.redis import get_sync_redis, keys, run_sync
+from core.redis import UNAVAILABLE, get_sync_redis, keys, run_sync
 from nodes.models import NodeEvent
 
 LOCK = "core.write_audit"
@@ -58,3 +58,32 @@ def test_the_writer_renews_its_lock_between_batches_and_stops_once_it_lost_it(se
     assert renewals[:3] == [True, True, True] and renewals[-1] is False
     # Leaving the context does not release another writer's lock.
     assert get_sync_redis().get(keys().lock(LOCK)) == "another-writer"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_whose_redis_died_inside_the_lock_takes_it_back_at_once_when_redis_returns_with_its_data(
+    settings, tmp_path
+):
+    from supervisor.embedded_redis import RedisProcess
+    from tests.conftest import point_at_redis
+
+    settings.AUDIT_LOCK_TTL_S = 10.0
+    with RedisProcess(data_dir=tmp_path / "redis") as redis:
+        point_at_redis(settings, redis.url)
+        # Redis dies while the writer holds its lock: the release fails, and the append-only file keeps the lock.
+        with pytest.raises(UNAVAILABLE), locks.held_lock(LOCK, ttl_s=settings.AUDIT_LOCK_TTL_S) as lock:
+            assert lock
+            time.sleep(1.1)  # everysec: the lock is in the file
+            redis.kill()
+        redis.restart()
+        assert get_sync_redis().pttl(keys().lock(LOCK)) > 5000, "the lock should have come back with the data"
+        record_node_event("node-00000031")
+
+        # The same process runs the writer again: it releases its own stale lock instead of waiting 10 s.
+        assert tasks.write_audit() == 1
+        assert NodeEvent.objects.filter(node_ref="node-00000031").count() == 1
+
+        # Another writer's lock is never taken: only a token this process left behind is released.
+        get_sync_redis().set(keys().lock(LOCK), "another-writer", px=5000)
+        record_node_event("node-00000032")
+        assert tasks.write_audit() == 0
