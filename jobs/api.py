@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import redis
 from channels.db import database_sync_to_async
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
@@ -157,6 +158,11 @@ async def submit_answer(payload: JobIn, wait: str | None, idempotency_key: str, 
         raise ApiError(exc.status, exc.code, exc.message, {"field": exc.field}) from None
     except services.JobConflict:
         raise ApiError(409, "IDEMPOTENCY_CONFLICT", "this Idempotency-Key was used with a different body") from None
+    except services.JobNotFound:
+        # Redis lost its data between the job's creation and the answer's read, before the job reached the
+        # database: to the client that is Redis being down (503 DEPENDENCY_DOWN, Retry-After), and the same
+        # submission (same Idempotency-Key) creates it again.
+        raise redis.ConnectionError("Redis lost the job it had just accepted") from None
     # submit_job waited for the end itself when asked to (subscribed before the job existed: one read).
     job = submitted.job
     if wait_s and job["state"] in services.TERMINAL:
