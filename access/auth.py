@@ -7,8 +7,11 @@ Refusals raise `AuthRefused` (401 or 403), which the API renders in its error fo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
+import weakref
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -25,6 +28,8 @@ from ninja.utils import check_csrf
 from access import throttle
 from access.models import ApiKey, Scope
 from core import credentials, metrics
+
+log = logging.getLogger(__name__)
 
 # last_used_at is for operators spotting unused keys: minute precision is plenty and spares a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -144,12 +149,17 @@ async def key_for(token: str, scope: Scope, address: str) -> ApiKey:
     sent too many wrong keys lately is refused (429) before its key is even looked up."""
     key = _recently_verified(token)
     reason = ""
+    if key is None and (key := _due_for_refresh(token)) is not None:
+        # Verified a little longer ago than the cache allows: answered from it while one lookup, in the
+        # background, refreshes it. Every request of a busy key used to wait for the lookup (a thread hop,
+        # a query, once a minute a write) at the same moment, every API_KEY_CACHE_S.
+        _refresh_soon(token)
     if key is None:
         try:
             await throttle.check("api_key", address)
         except throttle.Throttled as exc:
             _refuse(RateLimited(exc.retry_after_s))
-        key, reason = await database_sync_to_async(check_key)(token)
+        key, reason = await _looked_up(token)
         if key is not None:
             _remember(token, key)
         elif reason in ("malformed", "invalid"):
@@ -165,7 +175,8 @@ async def key_for(token: str, scope: Scope, address: str) -> ApiKey:
 
 # Keys verified in the last few seconds, by a hash of the presented credential: every request needs its key
 # checked, and a database round trip (a thread hop, a connection) per request capped the whole API at the
-# speed of one database thread. Revocation reaches every process within API_KEY_CACHE_S.
+# speed of one database thread. Revocation reaches every process within API_KEY_CACHE_S and one lookup (an
+# entry up to twice that old is answered from while one lookup refreshes it).
 _verified: dict[str, tuple[float, ApiKey]] = {}
 
 
@@ -178,6 +189,57 @@ def _recently_verified(presented: str) -> ApiKey | None:
     if entry is None or time.monotonic() - entry[0] > settings.API_KEY_CACHE_S or not entry[1].is_active():
         return None
     return entry[1]
+
+
+def _due_for_refresh(presented: str) -> ApiKey | None:
+    """A key verified between one and two cache lifetimes ago (still active by its own expiry), for
+    `key_for` to answer from while it refreshes the entry."""
+    entry = _verified.get(_cache_key(presented))
+    if entry is None or not entry[1].is_active():
+        return None
+    age = time.monotonic() - entry[0]
+    return entry[1] if settings.API_KEY_CACHE_S < age <= 2 * settings.API_KEY_CACHE_S else None
+
+
+# Lookups in flight, by credential: concurrent requests of one key share one database check.
+_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[tuple[ApiKey | None, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _looked_up(presented: str) -> tuple[ApiKey | None, str]:
+    loop = asyncio.get_running_loop()
+    pending = _lookups.setdefault(loop, {})
+    cache_key = _cache_key(presented)
+    lookup = pending.get(cache_key)
+    if lookup is None:
+        lookup = pending[cache_key] = asyncio.ensure_future(database_sync_to_async(check_key)(presented))
+        lookup.add_done_callback(lambda _: pending.pop(cache_key, None))
+    return await asyncio.shield(lookup)
+
+
+def _refresh_soon(presented: str) -> None:
+    if _cache_key(presented) in _lookups.get(asyncio.get_running_loop(), {}):
+        return
+
+    async def refresh() -> None:
+        try:
+            key, _ = await _looked_up(presented)
+        except Exception:
+            # The database did not answer: the entry ages out and the next request looks the key up itself.
+            log.warning("API key refresh failed", extra={"event": "api_key_refresh_failed"}, exc_info=True)
+            return
+        if key is None:
+            _verified.pop(_cache_key(presented), None)
+        else:
+            _remember(presented, key)
+
+    task = asyncio.ensure_future(refresh())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Future[None]] = set()
 
 
 def _remember(presented: str, key: ApiKey) -> None:
