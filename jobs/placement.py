@@ -96,6 +96,11 @@ GUESS_MAX_AGE_S = 1.0
 _recent_members: dict[str, tuple[float, list[str]]] = {}
 
 
+def forget_samples() -> None:
+    """Forget the recent samples (tests point the process at a fresh Redis)."""
+    _recent_members.clear()
+
+
 @dataclass
 class Sample:
     """Random members of a job's eligible pools, read in a round trip the caller makes anyway; for a first
@@ -172,8 +177,8 @@ class Sample:
         populated = 0
         now = time.monotonic()
         for pool, members in zip(self.eligible, replies, strict=True):
-            if members:
-                _recent_members[pool.name] = (now, members)
+            # An empty sample too: a pool that emptied must not be guessed from an older one.
+            _recent_members[pool.name] = (now, members)
             populated += bool(members)
             for node_id in members:
                 if node_id not in barred and node_id not in returning:

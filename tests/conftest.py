@@ -14,6 +14,7 @@ from django.db import connection
 from access.auth import forget_verified_keys
 from core import stats
 from core.redis import reset_clients
+from jobs import placement
 from scheduler.settings import channel_layer_hosts
 from supervisor.embedded_redis import RedisProcess
 from tests.support.processes import AsgiServer
@@ -58,6 +59,8 @@ def redis_url(redis_server: RedisProcess, settings) -> Iterator[str]:
     forget_verified_keys()
     # Live-page counts a previous test's jobs left unflushed belong to that test's Redis.
     stats.forget_unflushed()
+    # So do the pool members this process sampled last (a first reservation guesses among them).
+    placement.forget_samples()
     yield redis_server.url
     reset_clients()
     channel_layers.backends.clear()

@@ -9,10 +9,19 @@ from __future__ import annotations
 import pytest
 
 from bench import jobpath
+from jobs import placement
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 JOBS = 40
+
+
+@pytest.fixture(autouse=True)
+def samples_stay_fresh(monkeypatch):
+    # The guessed first reservation uses a sample at most GUESS_MAX_AGE_S old; on a loaded machine the
+    # harness's own steps between the warm-up and the measured jobs can take longer than that, which would
+    # count a fallback reservation that a steady stream of jobs does not make.
+    monkeypatch.setattr(placement, "GUESS_MAX_AGE_S", 60.0)
 
 
 async def test_a_job_takes_three_round_trips_and_at_most_35_redis_commands():
