@@ -114,13 +114,28 @@ async def submit_job(
     else:
         job_id = f"job-{secrets.token_hex(12)}"
     if wait_s <= 0:
-        created = await _create_and_place(job_id, request, pinned, fresh_id=not idempotency_key)
+        created = await _placed_even_if_cancelled(job_id, request, pinned, fresh_id=not idempotency_key)
         return Submitted(job_id, created, await get_job(job_id))
     deadline = time.monotonic() + wait_s
     async with waiters.watch(job_id) as ended:
-        created = await _create_and_place(job_id, request, pinned, fresh_id=not idempotency_key)
+        created = await _placed_even_if_cancelled(job_id, request, pinned, fresh_id=not idempotency_key)
         job = await _wait(job_id, ended, deadline, read_first=not created)
     return Submitted(job_id, created, job)
+
+
+# Placements that outlive the request that started them (a client that went away): kept referenced here.
+_placing: set[asyncio.Future[bool]] = set()
+
+
+async def _placed_even_if_cancelled(job_id: str, request: dict[str, Any], pinned: str, *, fresh_id: bool) -> bool:
+    """`_create_and_place`, shielded from the caller's cancellation: a client that disconnects while its job
+    is being created and placed (the routes cancel a long-poll whose client left) must not cut the placement
+    between the reservation and the dispatch, which left the slot held until it expired and the job waiting
+    for the sweeper. The job goes on; only the wait for it ends."""
+    placing = asyncio.ensure_future(_create_and_place(job_id, request, pinned, fresh_id=fresh_id))
+    _placing.add(placing)
+    placing.add_done_callback(_placing.discard)
+    return await asyncio.shield(placing)
 
 
 async def _lost_from_redis(job_id: str) -> bool:
