@@ -145,6 +145,12 @@ class _Protocol(asyncio.Protocol):
         self._fail(redis.ConnectionError("Connection closed by the client"))
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a connection attempt's error as seen, so one that nobody awaited any more is not logged."""
+    if not future.cancelled():
+        future.exception()
+
+
 class MuxClient:
     """Commands on one multiplexed connection of the running loop (see the module's docstring)."""
 
@@ -193,9 +199,14 @@ class MuxClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect(self) -> _Protocol:
-        # Callers that find no connection at the same moment share one attempt.
+        # Callers that find no connection at the same moment share one attempt. An attempt that finished
+        # while nobody waited on it (its callers were cancelled) is not reused: its connection may have died
+        # since, or its error be old.
+        if self.connecting is not None and self.connecting.done():
+            self.connecting = None
         if self.connecting is None:
             self.connecting = asyncio.ensure_future(self._open())
+            self.connecting.add_done_callback(_retrieve)
         connecting = self.connecting
         try:
             return await asyncio.shield(connecting)
