@@ -32,7 +32,9 @@ async def test_a_job_lost_with_redis_data_is_answered_failed_state_lost_and_the_
 
     assert first.status_code == 200, first.text
     assert (first.json()["state"], first.json()["error"]["code"]) == ("FAILED", "STATE_LOST")
-    assert (polled.status_code, polled.json()["state"]) == (200, "FAILED")
+    # Seen once under PostgreSQL and daphne in CI: a 500 here, not reproduced since; the server's log says why.
+    assert polled.status_code == 200, server.log_tail(80)
+    assert polled.json()["state"] == "FAILED"
     assert (row.state, row.reason) == ("FAILED", "STATE_LOST")
     assert missing.status_code == 404
 
