@@ -16,15 +16,20 @@ from tests.api.conftest import KeyClient
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_a_revoked_key_keeps_working_only_until_the_cache_window_ends(issue_key, settings, monkeypatch):
+async def revoked_after_use(issue_key, settings, monkeypatch) -> tuple[KeyClient, list[float]]:
+    """A client whose key was used once (and so cached), then revoked; and the cache's clock to move."""
     settings.API_KEY_CACHE_S = 5
     clock = [1000.0]
     monkeypatch.setattr("access.auth.time.monotonic", lambda: clock[0])
     key = await issue_key(Scope.NODES_READ)
     api = KeyClient(key)
     assert (await api.get("/api/v1/nodes")).status_code == 200
-
     await database_sync_to_async(ApiKey.objects.filter(pk=key.partition(".")[0]).update)(revoked_at=timezone.now())
+    return api, clock
+
+
+async def test_a_revoked_key_keeps_working_only_until_the_cache_window_ends(issue_key, settings, monkeypatch):
+    api, clock = await revoked_after_use(issue_key, settings, monkeypatch)
     clock[0] += 4
     assert (await api.get("/api/v1/nodes")).status_code == 200
     clock[0] += 2
@@ -40,13 +45,7 @@ async def test_a_revoked_key_keeps_working_only_until_the_cache_window_ends(issu
 
 
 async def test_past_twice_the_window_a_revoked_key_is_refused_at_once(issue_key, settings, monkeypatch):
-    settings.API_KEY_CACHE_S = 5
-    clock = [1000.0]
-    monkeypatch.setattr("access.auth.time.monotonic", lambda: clock[0])
-    key = await issue_key(Scope.NODES_READ)
-    api = KeyClient(key)
-    assert (await api.get("/api/v1/nodes")).status_code == 200
-    await database_sync_to_async(ApiKey.objects.filter(pk=key.partition(".")[0]).update)(revoked_at=timezone.now())
+    api, clock = await revoked_after_use(issue_key, settings, monkeypatch)
     clock[0] += 11
     assert (await api.get("/api/v1/nodes")).status_code == 401
 
