@@ -13,13 +13,11 @@ configuration can at worst make a job look in a pool that has since changed, nev
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
 import secrets
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -457,44 +455,9 @@ def ended(job_id: str, state: str, reason: str = "", *, attempt: str, node_id: s
         connections.spawn(pump_pending())
 
 
-@dataclass
-class _PumpState:
-    running: bool = False
-    again: bool = False
-
-
-_pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PumpState] = weakref.WeakKeyDictionary()
-
-
 async def pump_pending(limit: int = 100) -> int:
-    """Offer capacity to waiting jobs, oldest first; returns how many this call placed.
-
-    One pass at a time per process: every submitter that queues its job and every freed slot asks for a
-    pass, and concurrent passes each read every waiting job and contend for the same selection claims (under
-    a saturated web process that was over 140 Redis commands per job). A request that arrives during a pass
-    makes that pass go round once more, so no job waits for the next sweep tick because of it."""
-    loop = asyncio.get_running_loop()
-    state = _pumps.get(loop)
-    if state is None:
-        state = _pumps[loop] = _PumpState()
-    if state.running:
-        state.again = True
-        return 0
-    state.running = True
-    placed = 0
-    try:
-        while True:
-            state.again = False
-            placed += await _pump_once(limit)
-            if not state.again:
-                return placed
-    finally:
-        state.running = False
-
-
-async def _pump_once(limit: int) -> int:
-    """One pass over the queue. Once a job finds no slot, later jobs with the same needs are skipped this
-    round: a slot that frees while the scan passes over must go to the older job."""
+    """Offer capacity to waiting jobs, oldest first. Once a job finds no slot, later jobs with the same
+    needs are skipped this round: a slot that frees while the scan passes over must go to the older job."""
     client = get_redis()
     waiting = await client.zrange(keys().jobs_pending, 0, limit - 1)
     queue_seen.waiting = bool(waiting)
