@@ -304,7 +304,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
             metrics.NODE_MESSAGES_THROTTLED.labels(type=message.type).inc()
             raise ProtocolError(
                 "RATE_LIMITED",
-                f"heartbeats may come at most every {settings.NODE_HEARTBEAT_MIN_INTERVAL_S} s; this one was dropped",
+                f"heartbeats may come at most every {settings.NODE_HEARTBEAT_MIN_INTERVAL_S:g} s; this one was dropped",
             )
         started = time.perf_counter()
         outcome = await services.record_heartbeat(message, self.conn)

@@ -1,10 +1,12 @@
 """Hypothesis strategies for bad node frames, by family.
 
-Each family is a function `(context) -> strategy of frames` registered in `FAMILIES`; a frame is a `str`
-(sent as a text frame as is), `bytes` (a binary frame) or a dict (sent as JSON). The context names the job
-the fuzzed node holds, a job another node holds, and the node's own id, so families can aim at the fenced
-transitions. To fuzz a new kind of input, add a function and register it: the node-frame test draws from
-every family.
+Each family is a function `() -> strategy of builders` registered in `FAMILIES`; a builder takes the
+context and gives a frame: a `str` (sent as a text frame as is), `bytes` (a binary frame) or a dict (sent as
+JSON). The context names the job the fuzzed node holds, a job another node holds, and the node's own id, so
+families can aim at the fenced transitions. What is drawn never depends on the context (it is only known
+once the live server has set it up), so hypothesis replays a failing case with the same draws and reports
+the failure itself. To fuzz a new kind of input, add a function and register it: the node-frame test draws
+from every family.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from hypothesis import strategies as st
 from tests.factories import heartbeat_message, register_message
 
 Frame = str | bytes | dict[str, Any]
+Builder = Callable[["Context"], Frame]
+
+
+def constant(frame: Frame) -> Builder:
+    return lambda ctx: frame
 
 
 @dataclass(frozen=True)
@@ -64,70 +71,77 @@ def valid_message(kind: str, ctx: Context) -> dict[str, Any]:
     return register_message(node_id=ctx.node_id)
 
 
-def malformed(ctx: Context) -> st.SearchStrategy[Frame]:
+def malformed() -> st.SearchStrategy[Builder]:
     """Not a node message at all: text that is not JSON, JSON that is not an object, binary frames, a valid
     message cut short."""
     truncated = st.tuples(st.sampled_from(MESSAGE_TYPES), st.integers(min_value=1, max_value=200)).map(
-        lambda pair: json.dumps(valid_message(pair[0], ctx))[: pair[1]]
+        lambda pair: lambda ctx: json.dumps(valid_message(pair[0], ctx))[: pair[1]]
     )
     not_objects = json_values.filter(lambda value: not isinstance(value, dict)).map(json.dumps)
-    return st.one_of(st.text(max_size=200), st.binary(max_size=200), not_objects, truncated)
+    return st.one_of(st.one_of(st.text(max_size=200), st.binary(max_size=200), not_objects).map(constant), truncated)
 
 
-def wrong_typed(ctx: Context) -> st.SearchStrategy[Frame]:
+def wrong_typed() -> st.SearchStrategy[Builder]:
     """A real message with one field replaced by any JSON value, or removed, or an unknown `type`."""
 
-    def mutate(args: tuple[str, int, Any, bool]) -> dict[str, Any]:
+    def mutate(args: tuple[str, int, Any, bool]) -> Builder:
         kind, index, value, remove = args
-        message = valid_message(kind, ctx)
-        field = sorted(message)[index % len(message)]
-        if remove:
-            message.pop(field)
-        else:
-            message[field] = value
-        return message
+
+        def build(ctx: Context) -> Frame:
+            message = valid_message(kind, ctx)
+            field = sorted(message)[index % len(message)]
+            if remove:
+                message.pop(field)
+            else:
+                message[field] = value
+            return message
+
+        return build
 
     return st.tuples(st.sampled_from(MESSAGE_TYPES), st.integers(0, 50), json_values, st.booleans()).map(mutate)
 
 
-def oversized(ctx: Context) -> st.SearchStrategy[Frame]:
+def oversized() -> st.SearchStrategy[Builder]:
     """A job result whose audio puts the frame just under or over the size limit."""
     return st.integers(min_value=-512, max_value=4096).map(
-        lambda delta: json.dumps(
+        lambda delta: lambda ctx: json.dumps(
             {**job_message("job_result", ctx, ctx.held_job, ctx.held_attempt), "tts_audio": "A" * max(0, ctx.max_bytes + delta - 300)}
         )
     )
 
 
-def out_of_order(ctx: Context) -> st.SearchStrategy[Frame]:
+def out_of_order() -> st.SearchStrategy[Builder]:
     """The held job's own frames, in any order and any number: a result before `job_started`, an ack after
     the result."""
-    return st.sampled_from(JOB_MESSAGE_TYPES).map(lambda kind: job_message(kind, ctx, ctx.held_job, ctx.held_attempt))
+    return st.sampled_from(JOB_MESSAGE_TYPES).map(lambda kind: lambda ctx: job_message(kind, ctx, ctx.held_job, ctx.held_attempt))
 
 
-def stale_attempt(ctx: Context) -> st.SearchStrategy[Frame]:
+def stale_attempt() -> st.SearchStrategy[Builder]:
     """The held job with another attempt id: older, newer, nonsense."""
     attempts = st.one_of(
-        st.sampled_from([0, -1, ctx.held_attempt - 1, ctx.held_attempt + 1, 2**31, 2**63]), st.text(max_size=5)
+        st.sampled_from([lambda held: 0, lambda held: -1, lambda held: held - 1, lambda held: held + 1, lambda held: 2**31, lambda held: 2**63]),
+        st.text(max_size=5).map(lambda text: lambda held: text),
     )
-    return st.tuples(st.sampled_from(JOB_MESSAGE_TYPES), attempts).map(lambda pair: job_message(pair[0], ctx, ctx.held_job, pair[1]))
+    return st.tuples(st.sampled_from(JOB_MESSAGE_TYPES), attempts).map(
+        lambda pair: lambda ctx: job_message(pair[0], ctx, ctx.held_job, pair[1](ctx.held_attempt))
+    )
 
 
-def duplicate(ctx: Context) -> st.SearchStrategy[Frame]:
+def duplicate() -> st.SearchStrategy[Builder]:
     """The same result sent again (the fuzz test sends each drawn list in order, so a draw of two of these is
     a duplicate)."""
-    return st.just(job_message("job_result", ctx, ctx.held_job, ctx.held_attempt))
+    return st.just(lambda ctx: job_message("job_result", ctx, ctx.held_job, ctx.held_attempt))
 
 
-def foreign_job(ctx: Context) -> st.SearchStrategy[Frame]:
+def foreign_job() -> st.SearchStrategy[Builder]:
     """Frames for a job another node holds, or for one that never existed."""
-    jobs = st.one_of(st.just(ctx.foreign_job), st.text(min_size=1, max_size=30).map(lambda text: f"job-{text}"))
+    jobs = st.one_of(st.just(None), st.text(min_size=1, max_size=30).map(lambda text: f"job-{text}"))
     return st.tuples(st.sampled_from(JOB_MESSAGE_TYPES), jobs, st.integers(1, 3)).map(
-        lambda triple: job_message(triple[0], ctx, triple[1], triple[2])
+        lambda triple: lambda ctx: job_message(triple[0], ctx, triple[1] or ctx.foreign_job, triple[2])
     )
 
 
-FAMILIES: dict[str, Callable[[Context], st.SearchStrategy[Frame]]] = {
+FAMILIES: dict[str, Callable[[], st.SearchStrategy[Builder]]] = {
     "malformed": malformed,
     "wrong_typed": wrong_typed,
     "oversized": oversized,
@@ -138,6 +152,6 @@ FAMILIES: dict[str, Callable[[Context], st.SearchStrategy[Frame]]] = {
 }
 
 
-def any_frame(ctx: Context) -> st.SearchStrategy[tuple[str, Frame]]:
-    """(family name, frame) from every registered family."""
-    return st.one_of(*(factory(ctx).map(lambda frame, name=name: (name, frame)) for name, factory in FAMILIES.items()))
+def any_frame() -> st.SearchStrategy[tuple[str, Builder]]:
+    """(family name, frame builder) from every registered family."""
+    return st.one_of(*(factory().map(lambda build, name=name: (name, build)) for name, factory in FAMILIES.items()))

@@ -107,7 +107,12 @@ class Harness:
         response = self.http.post("/api/v1/jobs", json={"src_lang": "zh", "tgt_lang": "en", "audio": "AAEC", "node_id": node.node_id})
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
-        assign = node.expect(lambda f: f["type"] == "job_assign" and f["job_id"] == job_id)
+        try:
+            assign = node.expect(lambda f: f["type"] == "job_assign" and f["job_id"] == job_id)
+        except AssertionError as missing:
+            raise AssertionError(f"{missing}\njob: {self.http.get(f'/api/v1/jobs/{job_id}').text}\n"
+                                 f"node: {self.redis.hgetall(self.keys.node_meta(node.node_id))}\n"
+                                 f"capabilities: {self.redis.hgetall(self.keys.node_capabilities(node.node_id))}") from None
         return job_id, int(assign["attempt_id"])
 
     def prepare(self) -> Context:
@@ -171,8 +176,13 @@ class Harness:
 def harness(start_server, api_key: str, node_token: str, redis_url: str):  # type: ignore[no-untyped-def]
     server = start_server(
         NODE_MAX_MESSAGE_BYTES=str(MAX_BYTES),
-        # Every batch is bad on purpose: the rate limit that closes a misbehaving node has its own test.
+        # Every batch is bad on purpose: the rate limit that closes a misbehaving node has its own test, and
+        # so has the heartbeat rate limit (batches hold heartbeats; one that dropped the harness's own would
+        # leave the node to time out).
         NODE_BAD_MESSAGE_LIMIT="1000000",
+        NODE_HEARTBEAT_MIN_INTERVAL_S="0",
+        # The harness heartbeats once per batch, not on a timer: liveness is not under test here.
+        NODE_HEARTBEAT_TIMEOUT_S="60",
         # Held jobs must outlive the run: only the frames under test may end them.
         JOB_TIMEOUT_S="600",
         JOB_PENDING_TIMEOUT_S="60",
@@ -192,8 +202,9 @@ def test_bad_node_frames_never_crash_the_consumer_nor_leak_a_slot(harness: Harne
     @given(data=st.data())
     def batch(data: st.DataObject) -> None:
         nonlocal examples
+        drawn = data.draw(st.lists(any_frame(), min_size=1, max_size=4), label="frames")
         context = harness.prepare()
-        frames = data.draw(st.lists(any_frame(context), min_size=1, max_size=4), label="frames")
+        frames = [(name, build(context)) for name, build in drawn]
         examples += 1
         families.update(name for name, _ in frames)
         harness.send_batch(frames)
