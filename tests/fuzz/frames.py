@@ -141,6 +141,44 @@ def foreign_job() -> st.SearchStrategy[Builder]:
     )
 
 
+def hostile_json() -> st.SearchStrategy[Builder]:
+    """Valid JSON syntax a strict parser must still refuse: nesting far past the depth limit (alone, or as the
+    value of a real message's field), NaN and Infinity, integers past 2^53 - 1."""
+    deep = st.integers(min_value=33, max_value=3000).map(lambda depth: constant("[" * depth + "]" * depth))
+
+    def nested_in(args: tuple[str, int, int]) -> Builder:
+        kind, index, depth = args
+
+        def build(ctx: Context) -> Frame:
+            message = valid_message(kind, ctx)
+            field = sorted(message)[index % len(message)]
+            message[field] = "\x00"
+            return json.dumps(message).replace('"\\u0000"', "{\"a\": " * depth + "1" + "}" * depth)
+
+        return build
+
+    def with_value(args: tuple[str, int, str]) -> Builder:
+        kind, index, literal = args
+
+        def build(ctx: Context) -> Frame:
+            message = valid_message(kind, ctx)
+            field = sorted(message)[index % len(message)]
+            message[field] = "\x00"
+            return json.dumps(message).replace('"\\u0000"', literal)
+
+        return build
+
+    literals = st.one_of(
+        st.sampled_from(["NaN", "Infinity", "-Infinity", "[NaN]", '{"x": Infinity}']),
+        st.integers(min_value=2**53, max_value=2**80).flatmap(lambda n: st.sampled_from([str(n), str(-n)])),
+    )
+    return st.one_of(
+        deep,
+        st.tuples(st.sampled_from(MESSAGE_TYPES), st.integers(0, 50), st.integers(min_value=33, max_value=1500)).map(nested_in),
+        st.tuples(st.sampled_from(MESSAGE_TYPES), st.integers(0, 50), literals).map(with_value),
+    )
+
+
 FAMILIES: dict[str, Callable[[], st.SearchStrategy[Builder]]] = {
     "malformed": malformed,
     "wrong_typed": wrong_typed,
@@ -149,6 +187,7 @@ FAMILIES: dict[str, Callable[[], st.SearchStrategy[Builder]]] = {
     "stale_attempt": stale_attempt,
     "duplicate": duplicate,
     "foreign_job": foreign_job,
+    "hostile_json": hostile_json,
 }
 
 

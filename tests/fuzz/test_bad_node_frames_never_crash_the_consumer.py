@@ -218,7 +218,7 @@ def test_bad_node_frames_never_crash_the_consumer_nor_leak_a_slot(harness: Harne
     record_property("fuzz_cases", f"node frames: {examples} batches, {sum(families.values())} frames ("
                     + ", ".join(f"{name} {count}" for name, count in sorted(families.items())) + ")")  # fmt: skip
     assert examples == EXAMPLES
-    assert set(families) == {"malformed", "wrong_typed", "oversized", "out_of_order", "stale_attempt", "duplicate", "foreign_job"}
+    assert set(families) == {"malformed", "wrong_typed", "oversized", "out_of_order", "stale_attempt", "duplicate", "foreign_job", "hostile_json"}
     assert harness.internal_errors == []
     assert harness.slots_held() == {harness.fuzzed.node_id: 0, harness.other.node_id: 0}
     assert harness.server.is_running()
