@@ -47,6 +47,12 @@ class FleetOutcome:
     # DEPENDENCY_DOWN answers (a register the instance could not process in time; it then closes the socket
     # with 4503 and the node reconnects after its backoff, 5 s at first).
     dependency_down: int
+    # The fleet's own event-loop lag while the parent measured (ready to stop), in ms: every millisecond of
+    # it is added to the scheduling latency of a job_assign that arrived meanwhile.
+    loop_lag_ms: list[float] = field(default_factory=list)
+
+
+LAG_SAMPLE_S = 0.02
 
 
 class TimedNode(SimulatedNode):
@@ -83,8 +89,11 @@ async def _run(config: FleetConfig, ready: Event, stop: Event) -> FleetOutcome:
         await fleet.wait_until_registered(timeout=config.register_timeout_s)
         register_s = time.monotonic() - started
         progress.cancel()
+        lags: list[float] = []
+        sampler = asyncio.create_task(_sample_lag(lags))
         ready.set()
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        sampler.cancel()
     finally:
         registered = fleet.registered_count
         await fleet.stop()
@@ -96,7 +105,16 @@ async def _run(config: FleetConfig, ready: Event, stop: Event) -> FleetOutcome:
         errors=sum(len(node.errors) for node in fleet.nodes),
         register_s=register_s,
         dependency_down=sum(error.get("code") == "DEPENDENCY_DOWN" for node in fleet.nodes for error in node.errors),
+        loop_lag_ms=lags,
     )
+
+
+async def _sample_lag(lags: list[float]) -> None:
+    """How late a short sleep wakes up, every LAG_SAMPLE_S: the time a frame that arrived meanwhile waited."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(LAG_SAMPLE_S)
+        lags.append(max(0.0, (time.perf_counter() - asked - LAG_SAMPLE_S) * 1000))
 
 
 async def _progress(fleet: Fleet, started: float) -> None:
@@ -141,4 +159,13 @@ def describe(outcome: FleetOutcome) -> dict[str, Any]:
         "error_frames": outcome.errors,
         "register_s": round(outcome.register_s, 2),
         "dependency_down_answers": outcome.dependency_down,
+        "event_loop_lag_ms": lag_quantiles(outcome.loop_lag_ms),
     }
+
+
+def lag_quantiles(samples: list[float]) -> dict[str, Any]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {"samples": 0}
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+    return {"samples": len(ordered), "p50": pick(0.5), "p99": pick(0.99), "max": round(ordered[-1], 2)}
