@@ -29,7 +29,7 @@ class ScaleScenario:
     concurrency: int = 16
     connect_rate: float = 100.0
     warmup_s: float = 3.0
-    duration_s: float = 15.0
+    duration_s: float = 30.0
 
 
 def run(env: Environment, scenario: ScaleScenario) -> dict[str, Any]:

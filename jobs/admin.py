@@ -77,14 +77,15 @@ class JobAttemptInline(admin.TabularInline):
     can_delete = False
 
     @admin.display(description="duration")
-    def duration(self, attempt: JobAttempt) -> str | None:
+    def duration(self, attempt: JobAttempt) -> str:
+        # Readonly callables of an inline show None as "None", not as the empty value: say it ourselves.
         if attempt.started_at is None or attempt.ended_at is None:
-            return None
+            return self.get_empty_value_display()
         return format_duration(attempt.ended_at - attempt.started_at)
 
     @admin.display(description="node's error")
-    def node_error_pretty(self, attempt: JobAttempt) -> str | None:
-        return _pretty_json(attempt.node_error) if attempt.node_error else None
+    def node_error_pretty(self, attempt: JobAttempt) -> str:
+        return _pretty_json(attempt.node_error) if attempt.node_error else self.get_empty_value_display()
 
     def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False

@@ -18,7 +18,10 @@ HTTP_PROTOCOL = "supervisor.http_protocol:HeadTimeoutProtocol"
 # so a hung node (frozen process, dead host, broken route) goes offline and its jobs go elsewhere within
 # interval + timeout, well before the 30 s job timeout and the 45 s heartbeat timeout. The real node's `ws`
 # library answers pings by itself; an answering node never sees these. daphne takes whole seconds.
-PING_INTERVAL_S = 5
+# Every socket is pinged: at 10,000 nodes on one instance that is interval/10,000 pings a second, and the
+# scale benchmark's p99 at 10,000 nodes grew with them (docs/performance.md, "Keepalive"). 15 s + 10 s still
+# finds a hung node within 25 s, before the 30 s job timeout.
+PING_INTERVAL_S = 15
 PING_TIMEOUT_S = 10
 # On SIGTERM uvicorn waits for open connections and their tasks without a bound by default, daphne for 10 s
 # (the supervisor's whole stop timeout): past this both cancel what is left and exit.

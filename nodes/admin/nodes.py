@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from core.redis import UNAVAILABLE, run_sync
 from core.timefmt import format_time
@@ -237,7 +238,7 @@ class NodeAdmin(admin.ModelAdmin):
             return format_html('{} <span class="quiet">(stored; Redis down)</span>', node.status)
         live = self._live(node)
         if live is None:
-            return format_html('<span class="status status-offline">offline</span>')
+            return mark_safe('<span class="status status-offline">offline</span>')
         reason = live.get("health_reason") if live["status"] != NodeStatus.READY else ""
         return format_html(
             '<span class="status status-{}" title="{}">{}</span>{}',

@@ -45,6 +45,10 @@ def history() -> None:
         job_id="job-running", state="DISPATCHED", src_lang="en", tgt_lang="zh", pool="en-zh", node_id="node-1",
         attempt_count=1, created_at=START + timedelta(minutes=2), seq=2,
     )  # fmt: skip
+    JobAttempt.objects.create(
+        job=Job.objects.get(job_id="job-running"), attempt_id=1, node_id="node-1", state="DISPATCHED", seq=2,
+        started_at=START + timedelta(minutes=2),
+    )  # fmt: skip
 
 
 def listed(client: Client, **query: str) -> list[str]:
@@ -93,11 +97,15 @@ def test_the_job_list_filters_by_state_reason_pool_node_and_day_and_finds_ids(
 def test_the_job_page_shows_the_error_and_every_attempt_inline(admin_client: Client, history: None) -> None:
     done = admin_client.get(reverse("admin:jobs_job_change", args=["job-done"])).content.decode()
     failed = admin_client.get(reverse("admin:jobs_job_change", args=["job-failed"])).content.decode()
+    running = admin_client.get(reverse("admin:jobs_job_change", args=["job-running"])).content.decode()
 
     assert column(done, "attempt_id") == ["1", "2"]
     assert column(done, "node_id") == ["node-1", "node-2"]
     assert column(done, "reason") == ["ACK_TIMEOUT", "-"]
     assert column(done, "duration") == ["3.00 s", "240 ms"]
+    # Attempts without a node error or without an end show the empty value, not "None".
+    assert column(done, "node_error_pretty") == ["-", "-"]
+    assert column(running, "duration") == ["-"]
     assert "no node had capacity within 10 s" in failed
 
 

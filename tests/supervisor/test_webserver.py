@@ -33,10 +33,10 @@ def test_an_unknown_server_is_refused_naming_the_variable() -> None:
     [
         ("uvicorn", ["-m", "uvicorn", "--host", "0.0.0.0", "--port", "9000", "--lifespan", "on", "--no-access-log",
                      "--no-server-header", "--ws-per-message-deflate", "false", "--http", HTTP_PROTOCOL, "--ws-max-size",
-                     "2048", "--ws-ping-interval", "5", "--ws-ping-timeout", "10", "--timeout-graceful-shutdown", "5",
+                     "2048", "--ws-ping-interval", "15", "--ws-ping-timeout", "10", "--timeout-graceful-shutdown", "5",
                      APPLICATION]),
         ("daphne", ["-m", "supervisor.serve", "-b", "0.0.0.0", "-p", "9000", "--websocket-max-message-size", "2048",
-                    "--websocket-max-frame-size", "2048", "--ping-interval", "5", "--ping-timeout", "10",
+                    "--websocket-max-frame-size", "2048", "--ping-interval", "15", "--ping-timeout", "10",
                     "--application-close-timeout", "5", APPLICATION]),
     ],
 )  # fmt: skip

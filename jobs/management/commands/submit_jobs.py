@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from argparse import ArgumentParser
 from typing import Any
 
@@ -117,6 +118,8 @@ class Command(BaseCommand):
     @staticmethod
     def _check_reachable(url: str) -> None:
         """Fail at once, with the address, when nothing answers there: 200 identical connection errors say less."""
+        # httpx logs every request at INFO: one line about a health check is noise in this command's output.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         try:
             httpx.get(f"{url}/healthz", timeout=5)
         except httpx.HTTPError as exc:
