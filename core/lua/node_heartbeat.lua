@@ -18,23 +18,26 @@ local function effective(status, drained)
   return status
 end
 
-local status = redis.call('HGET', KEYS[1], 'status')
+-- Every field this script reads, in one command (nothing below writes any of them before it is used).
+local m = redis.call('HMGET', KEYS[1], 'status', 'conn', 'token_id', 'token_expires_at', 'token_revoked', 'drained',
+  'fail_streak', 'window', 'registered_at', 'member_of')
+local status = m[1]
 if not status then return {'UNKNOWN'} end
-if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'token_id') ~= ARGV[2] then
+if m[2] ~= ARGV[1] or m[3] ~= ARGV[2] then
   return {'STALE'}
 end
 if status == 'offline' then return {'OFFLINE'} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expires = tonumber(redis.call('HGET', KEYS[1], 'token_expires_at') or '0') or 0
-if redis.call('HGET', KEYS[1], 'token_revoked') == '1' or (expires > 0 and expires <= now) then
+local expires = tonumber(m[4] or '0') or 0
+if m[5] == '1' or (expires > 0 and expires <= now) then
   return {'REVOKED'}
 end
-local drained = redis.call('HGET', KEYS[1], 'drained') or '0'
+local drained = m[6] or '0'
 local ok = ARGV[3] == '1'
-local streak = tonumber(redis.call('HGET', KEYS[1], 'fail_streak') or '0') or 0
-local window = (redis.call('HGET', KEYS[1], 'window') or '') .. (ok and '1' or '0')
+local streak = tonumber(m[7] or '0') or 0
+local window = (m[8] or '') .. (ok and '1' or '0')
 local size = tonumber(ARGV[7])
 if #window > size then window = string.sub(window, -size) end
 local _, failures = string.gsub(window, '0', '')
@@ -77,8 +80,8 @@ redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
 
 local deadline = now + tonumber(ARGV[4])
 if new_status == 'registering' then
-  local registered = tonumber(redis.call('HGET', KEYS[1], 'registered_at') or now)
+  local registered = tonumber(m[9] or now)
   deadline = math.min(deadline, registered + tonumber(ARGV[5]))
 end
 return {'OK', effective(status, drained), effective(new_status, drained), tostring(deadline), tostring(now),
-  redis.call('HGET', KEYS[1], 'member_of') or ''}
+  m[10] or ''}
