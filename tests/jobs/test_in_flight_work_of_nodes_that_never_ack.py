@@ -1,6 +1,6 @@
 """A job dispatched to a node that never acks (the real lingua agent sends neither `job_ack` nor
 `job_started`) counts as running from the moment it is sent: in the REST node view, the admin node list,
-`scheduler_pool_slots` and `drain_node`'s summary. A node that does ack keeps its slot reserved until the
+the live cluster page, `scheduler_pool_slots` and `drain_node`'s summary. A node that does ack keeps its slot reserved until the
 ack, and its ack timeout still applies."""
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ async def test_a_job_on_a_node_that_never_acks_shows_as_running_everywhere_while
         await database_sync_to_async(audit.drain)()
         listing = await database_sync_to_async(admin_client.get)(reverse("admin:nodes_node_changelist"))
         assert column(listing.content.decode(), "live_load") == ["1/4"]
+        live = (await database_sync_to_async(admin_client.get)(reverse("live_cluster_data"))).json()
+        [pool] = [row for row in live["pools"] if row["name"] == "en-zh"]
+        assert (pool["running"], pool["reserved"]) == (1, 0)
 
         out = StringIO()
         await database_sync_to_async(call_command)("drain_node", node.node_id, stdout=out)
