@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any
 
+from bench.measure import summary_ms
 from nodes.simulator import Fleet, Message, SimulatedNode, SimulatedNodeConfig
 
 
@@ -47,9 +48,9 @@ class FleetOutcome:
     # DEPENDENCY_DOWN answers (a register the instance could not process in time; it then closes the socket
     # with 4503 and the node reconnects after its backoff, 5 s at first).
     dependency_down: int
-    # The fleet's own event-loop lag while the parent measured (ready to stop), in ms: every millisecond of
-    # it is added to the scheduling latency of a job_assign that arrived meanwhile.
-    loop_lag_ms: list[float] = field(default_factory=list)
+    # The fleet's own event-loop lag while the parent measured (ready to stop), in seconds: all of it is added
+    # to the scheduling latency of a job_assign that arrived meanwhile.
+    loop_lag_s: list[float] = field(default_factory=list)
 
 
 LAG_SAMPLE_S = 0.02
@@ -105,7 +106,7 @@ async def _run(config: FleetConfig, ready: Event, stop: Event) -> FleetOutcome:
         errors=sum(len(node.errors) for node in fleet.nodes),
         register_s=register_s,
         dependency_down=sum(error.get("code") == "DEPENDENCY_DOWN" for node in fleet.nodes for error in node.errors),
-        loop_lag_ms=lags,
+        loop_lag_s=lags,
     )
 
 
@@ -114,7 +115,7 @@ async def _sample_lag(lags: list[float]) -> None:
     while True:
         asked = time.perf_counter()
         await asyncio.sleep(LAG_SAMPLE_S)
-        lags.append(max(0.0, (time.perf_counter() - asked - LAG_SAMPLE_S) * 1000))
+        lags.append(max(0.0, time.perf_counter() - asked - LAG_SAMPLE_S))
 
 
 async def _progress(fleet: Fleet, started: float) -> None:
@@ -159,13 +160,5 @@ def describe(outcome: FleetOutcome) -> dict[str, Any]:
         "error_frames": outcome.errors,
         "register_s": round(outcome.register_s, 2),
         "dependency_down_answers": outcome.dependency_down,
-        "event_loop_lag_ms": lag_quantiles(outcome.loop_lag_ms),
+        "event_loop_lag_ms": summary_ms(outcome.loop_lag_s),
     }
-
-
-def lag_quantiles(samples: list[float]) -> dict[str, Any]:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"samples": 0}
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
-    return {"samples": len(ordered), "p50": pick(0.5), "p99": pick(0.99), "max": round(ordered[-1], 2)}

@@ -104,7 +104,7 @@ class Fleets:
             errors=sum(o.errors for o in outcomes),
             register_s=max(o.register_s for o in outcomes),
             dependency_down=sum(o.dependency_down for o in outcomes),
-            loop_lag_ms=[lag for o in outcomes for lag in o.loop_lag_ms],
+            loop_lag_s=[lag for o in outcomes for lag in o.loop_lag_s],
         )
 
 

@@ -193,9 +193,8 @@ def _section(title: str, runs: Any) -> list[str]:
         if lag := run.get("event_loop_lag_ms"):
             lines.append(f"    web event loop lag (0.25 s samples) p50/p99 <= {lag['p50_le']}/{lag['p99_le']} ms; "
                          f"GC passes {run.get('gc_passes')}, p99 pause <= {run.get('gc_pause_p99_le_ms')} ms")  # fmt: skip
-        if (fleet_lag := run.get("fleet", {}).get("event_loop_lag_ms", {})).get("samples"):
-            lines.append(f"    simulated nodes' event loop lag ({fleet.LAG_SAMPLE_S * 1000:g} ms samples) p50/p99/max "
-                         f"{fleet_lag['p50']}/{fleet_lag['p99']}/{fleet_lag['max']} ms")  # fmt: skip
+        if (fleet_lag := run.get("fleet", {}).get("event_loop_lag_ms", {})).get("count"):
+            lines.append(f"    simulated nodes' event loop lag ({fleet.LAG_SAMPLE_S * 1000:g} ms samples): {_latency(fleet_lag)}, max {fleet_lag['max']} ms")
         lines.append(f"    Redis commands/job: {run['redis_commands_per_job']}; server-side CPU/job {server_side_ms(run)} ms")
         if run.get("not_done"):
             lines.append(f"    not DONE: {run['not_done']}")
